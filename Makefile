@@ -1,0 +1,38 @@
+# Two entry points on a fresh clone: `make serve` (demo model on 127.0.0.1:8000) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+REPOSITORY ?= models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint demo bench-engine bench-load clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/labelserve demo --repository $(REPOSITORY)
+
+serve: demo
+	$(BIN)/labelserve serve --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench-engine: demo
+	$(BIN)/python bench/engine.py --repository $(REPOSITORY) --model demo
+
+bench-load: $(STAMP)
+	$(BIN)/python bench/load.py --url http://$(HOST):$(PORT) --concurrency 32
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny synthetic dataset, a checkpoint trained on it and its exported bundle.
+
+They are real (rendered, trained, exported through the same code users run), only small: session-scoped so the
+whole suite pays for them once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_IMAGE_SIZE = 64
+TINY_MODEL_NAME = "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 train + 16 val synthetic scenes of 64x64 pixels, COCO format."""
+    from training.data.synthetic import generate_objects_dataset
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    generate_objects_dataset(root, num_train=64, num_val=16, image_size=TINY_IMAGE_SIZE, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of a small Query2Label model on the tiny dataset (the weights are barely trained; the path is real)."""
+    from training.config import load_config
+    from training.train import run_training
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    config = load_config(None, [
+        f"data.train_annotations={tiny_dataset / 'annotations' / 'instances_train.json'}",
+        f"data.val_annotations={tiny_dataset / 'annotations' / 'instances_val.json'}",
+        f"data.image_size={TINY_IMAGE_SIZE}", "data.batch_size=16", "data.workers=0",
+        "model.backbone=test_resnet", "model.head=query2label",
+        "model.head_kwargs={hidden_dim: 64, keep_input_proj: true, ffn_dim: 128}",
+        "optim.epochs=1", "optim.lr=1e-3", f"output_dir={out}",
+    ])
+    return run_training(config, show_progress=False).best_checkpoint
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> list[Image.Image]:
+    """Real photographs bundled with scikit-learn (china.jpg, flower.jpg)."""
+    from sklearn.datasets import load_sample_images
+
+    return [Image.fromarray(np.asarray(img)) for img in load_sample_images().images]
+
+
+@pytest.fixture(scope="session")
+def photo_dir(sample_photos: list[Image.Image], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample photos written as JPEG files."""
+    root = tmp_path_factory.mktemp("photos")
+    for index, photo in enumerate(sample_photos):
+        photo.save(root / f"photo{index}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_repository(tiny_checkpoint: Path, tiny_dataset: Path, photo_dir: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository holding version 1 of the tiny model, exported (with parity check) from the checkpoint."""
+    from export.repository import export_bundle
+
+    root = tmp_path_factory.mktemp("repository")
+    export_bundle(tiny_checkpoint, root, TINY_MODEL_NAME, max_batch=8,
+                  parity_images=[tiny_dataset / "images" / "val", photo_dir])
+    return root

@@ -1,0 +1,34 @@
+"""A torch Dataset over multi-label samples from any reader (COCO, VOC, CSV)."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+
+from training.data.coco import MultiLabelSet
+from training.data.transforms import Transform
+
+__all__ = ["MultiLabelDataset", "load_rgb"]
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode an image file the way the service does: EXIF orientation applied, converted to RGB."""
+    with Image.open(path) as image:
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
+class MultiLabelDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Yields `(image [3, H, W] float32, target [C] float32)`."""
+
+    def __init__(self, data: MultiLabelSet, transform: Transform) -> None:
+        self.data = data
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.data.samples[index]
+        image = self.transform(load_rgb(str(sample.path)))
+        return image, torch.from_numpy(sample.target)

@@ -1,0 +1,85 @@
+"""Models from the registry: shapes, attention maps, Query2Label's reference defaults, backbone loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from training.models import create_model, list_heads
+from training.models.layers import sine_position_encoding
+from training.models.query2label import Query2LabelHead
+
+SMALL_Q2L = {"hidden_dim": 32, "keep_input_proj": True, "ffn_dim": 64, "num_heads": 4}
+HEAD_KWARGS = {"query2label": SMALL_Q2L, "linear": {}}
+
+
+@pytest.mark.parametrize("head", list_heads())
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_head_gives_logits_and_attention(head: str, batch: int) -> None:
+    model = create_model(head, "test_resnet", num_classes=7, head_kwargs=HEAD_KWARGS[head]).eval()
+    with torch.no_grad():
+        out = model(torch.randn(batch, 3, 64, 64))
+    assert out.logits.shape == (batch, 7)
+    assert out.attention is not None and out.attention.shape == (batch, 7, 2, 2)
+    torch.testing.assert_close(out.attention.sum(dim=(2, 3)), torch.ones(batch, 7))
+
+
+def test_attention_follows_feature_size_and_stage() -> None:
+    model = create_model("query2label", "test_resnet", 5, feature_index=-2, head_kwargs=SMALL_Q2L).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 96, 64)).attention.shape == (2, 5, 6, 4)  # stride 16
+
+
+def test_query2label_reference_defaults() -> None:
+    head = Query2LabelHead(in_channels=64, num_classes=10)
+    assert isinstance(head.input_proj, torch.nn.Identity)  # no projection unless asked
+    assert head.hidden_dim == 64 and len(head.encoder) == 1 and len(head.decoder) == 2
+    assert all(layer.self_attn is None for layer in head.decoder)  # query self-attention removed
+    assert head.decoder[0].ffn.linear1.out_features == 256  # FFN = 4 x d
+    assert head.decoder[0].cross_attn.heads == 4
+    kept = Query2LabelHead(64, 10, keep_first_self_attn=True, keep_other_self_attn=True)
+    assert all(layer.self_attn is not None for layer in kept.decoder)
+
+
+def test_query2label_validates_its_arguments() -> None:
+    with pytest.raises(ValueError, match="keep_input_proj"):
+        Query2LabelHead(in_channels=64, num_classes=3, hidden_dim=32)
+    with pytest.raises(ValueError, match="attention_layer"):
+        Query2LabelHead(in_channels=64, num_classes=3, attention_layer=2)
+    with pytest.raises(ValueError, match="unknown head"):
+        create_model("no-such-head", "test_resnet", 3)
+
+
+def test_sine_encoding_matches_detr_layout() -> None:
+    pos = sine_position_encoding(3, 5, 8)
+    assert pos.shape == (15, 8)
+    # first half encodes y: equal along a row; second half encodes x: equal along a column
+    grid = pos.reshape(3, 5, 8)
+    torch.testing.assert_close(grid[:, 0, :4], grid[:, 4, :4])
+    torch.testing.assert_close(grid[0, :, 4:], grid[2, :, 4:])
+    assert torch.all(pos.abs() <= 1)
+
+
+def test_backbone_loads_a_local_checkpoint_file(tmp_path: Path) -> None:
+    """The `pretrained` path for machines without hub access: timm weights from a file."""
+    source = timm.create_model("test_resnet", pretrained=False)
+    weights = tmp_path / "test_resnet.pth"
+    torch.save(source.state_dict(), weights)
+    model = create_model("linear", "test_resnet", 3, checkpoint_path=weights)
+    loaded = model.backbone.body.state_dict()
+    reference = source.state_dict()
+    shared = [k for k in loaded if k in reference]
+    assert shared, "no backbone weights matched by name"
+    for key in shared:
+        torch.testing.assert_close(loaded[key], reference[key])
+    with pytest.raises(FileNotFoundError):
+        create_model("linear", "test_resnet", 3, checkpoint_path=tmp_path / "missing.pth")
+
+
+def test_backbone_kwargs_reach_timm() -> None:
+    model = create_model("linear", "resnet18", 4, backbone_kwargs={"channels": (16, 32, 48, 64), "stem_width": 16})
+    assert model.backbone.channels == 64
+    assert model.config["backbone_kwargs"]["channels"] == (16, 32, 48, 64)

@@ -1,0 +1,173 @@
+"""Transformer pieces shared by the attention heads.
+
+Written out (rather than nn.MultiheadAttention) so that the cross-attention weights come back from any layer,
+averaged over heads, in a form that exports to ONNX as plain MatMul/Softmax.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["DecoderLayer", "EncoderLayer", "FeedForward", "GroupWiseLinear", "MultiHeadAttention",
+           "sine_position_encoding"]
+
+
+def sine_position_encoding(
+    height: int, width: int, dim: int, temperature: float = 10000.0, device: torch.device | None = None
+) -> torch.Tensor:
+    """DETR's normalised 2-D sine encoding for an `height x width` grid, `[height * width, dim]`.
+
+    Half the channels encode y and half x; positions are normalised to (0, 2*pi] so the encoding is defined for any
+    feature size (the reference precomputes it for one image size only).
+    """
+    if dim % 4:
+        raise ValueError(f"sine position encoding needs dim divisible by 4, got {dim}")
+    per_axis = dim // 2
+    eps = 1e-6
+    y = torch.arange(1, height + 1, dtype=torch.float32, device=device) / (height + eps) * 2 * math.pi
+    x = torch.arange(1, width + 1, dtype=torch.float32, device=device) / (width + eps) * 2 * math.pi
+    index = torch.arange(per_axis, dtype=torch.float32, device=device)
+    freqs = temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / per_axis)
+    pos_y = y[:, None] / freqs  # [h, per_axis]
+    pos_x = x[:, None] / freqs  # [w, per_axis]
+    pos_y = torch.stack((pos_y[:, 0::2].sin(), pos_y[:, 1::2].cos()), dim=2).flatten(1)
+    pos_x = torch.stack((pos_x[:, 0::2].sin(), pos_x[:, 1::2].cos()), dim=2).flatten(1)
+    grid = torch.cat(
+        (pos_y[:, None, :].expand(height, width, per_axis), pos_x[None, :, :].expand(height, width, per_axis)), dim=2
+    )
+    return grid.reshape(height * width, dim)
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention over `heads` heads that also returns the head-averaged weights.
+
+    Inputs are batch-first: query `[B, Lq, d]`, key `[B, Lk, d]`, value `[B, Lk, d]`.
+    Returns the output `[B, Lq, d]` and the weights `[B, Lq, Lk]` (rows sum to 1).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention dim {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.reshape(batch, length, self.heads, self.head_dim).transpose(1, 2)  # [B, h, L, hd]
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self._split(self.q_proj(query)) * self.head_dim**-0.5
+        k = self._split(self.k_proj(key))
+        v = self._split(self.v_proj(value))
+        weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # [B, h, Lq, Lk]
+        out = self.dropout(weights) @ v  # [B, h, Lq, hd]
+        out = out.transpose(1, 2).flatten(2)  # [B, Lq, d]
+        return self.out_proj(out), weights.mean(dim=1)
+
+
+class FeedForward(nn.Module):
+    """Linear -> activation -> dropout -> Linear, the transformer FFN."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float, activation: str = "relu") -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden)
+        self.activation = nn.ReLU() if activation == "relu" else nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """DETR encoder layer: self-attention with q = k = src + pos and v = src, then FFN; post-norm by default."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, pre_norm: bool = False) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, heads, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            normed = self.norm1(src)
+            src = src + self.dropout1(self.self_attn(normed + pos, normed + pos, normed)[0])
+            return src + self.dropout2(self.ffn(self.norm2(src)))
+        src = self.norm1(src + self.dropout1(self.self_attn(src + pos, src + pos, src)[0]))
+        return self.norm2(src + self.dropout2(self.ffn(src)))
+
+
+class DecoderLayer(nn.Module):
+    """DETR decoder layer with optional query self-attention (Query2Label removes it by default).
+
+    Cross-attention uses q = tgt + query_pos, k = memory + pos, v = memory, and returns its weights.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, ffn_dim: int, dropout: float, self_attention: bool, pre_norm: bool = False
+    ) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, heads, dropout) if self_attention else None
+        self.norm1 = nn.LayerNorm(dim) if self_attention else None
+        self.dropout1 = nn.Dropout(dropout)
+        self.cross_attn = MultiHeadAttention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout2 = nn.Dropout(dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm3 = nn.LayerNorm(dim)
+        self.dropout3 = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(
+        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the updated queries `[B, K, d]` and the cross-attention weights `[B, K, HW]`."""
+        if self.pre_norm:
+            return self._forward_pre(tgt, memory, pos, query_pos)
+        if self.self_attn is not None and self.norm1 is not None:
+            q = tgt + query_pos
+            tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, q, tgt)[0]))
+        attended, weights = self.cross_attn(tgt + query_pos, memory + pos, memory)
+        tgt = self.norm2(tgt + self.dropout2(attended))
+        tgt = self.norm3(tgt + self.dropout3(self.ffn(tgt)))
+        return tgt, weights
+
+    def _forward_pre(
+        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.self_attn is not None and self.norm1 is not None:
+            normed = self.norm1(tgt)
+            tgt = tgt + self.dropout1(self.self_attn(normed + query_pos, normed + query_pos, normed)[0])
+        attended, weights = self.cross_attn(self.norm2(tgt) + query_pos, memory + pos, memory)
+        tgt = tgt + self.dropout2(attended)
+        tgt = tgt + self.dropout3(self.ffn(self.norm3(tgt)))
+        return tgt, weights
+
+
+class GroupWiseLinear(nn.Module):
+    """One linear classifier per label over its own query: logit_k = <W_k, h_k> + b_k."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(dim)
+        self.weight = nn.Parameter(torch.empty(num_classes, dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, K, d]` -> `[B, K]`."""
+        return (x * self.weight).sum(-1) + self.bias

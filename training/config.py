@@ -1,0 +1,185 @@
+"""Typed training configuration, built once at the edge from YAML plus `key.path=value` overrides.
+
+Everything below the CLI receives these dataclasses (never an argparse Namespace). Unknown keys fail with the list of
+valid ones, so a typo in a YAML file cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from labelserve.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+
+__all__ = ["DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is fed."""
+
+    train_annotations: str = ""
+    val_annotations: str = ""
+    image_root: str | None = None  # default: <annotations folder>/../images
+    image_size: int = 224
+    resize: Literal["squash", "center_crop"] = "squash"
+    interpolation: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    workers: int = 2
+    hflip: bool = True
+    include_unlabeled: bool = True
+
+    def preprocess_spec(self) -> PreprocessSpec:
+        """The spec that evaluation uses and the bundle ships."""
+        return PreprocessSpec(
+            height=self.image_size, width=self.image_size, resize=self.resize, interpolation=self.interpolation,
+            mean=self.mean, std=self.std,
+        )
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and head, by registry name."""
+
+    head: str = "query2label"
+    backbone: str = "resnet50"
+    pretrained: bool = False
+    checkpoint_path: str | None = None
+    feature_index: int = -1
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """Loss by name (`bce`, `asl`) and its arguments."""
+
+    name: str = "asl"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a per-step OneCycle schedule, as Query2Label trains."""
+
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    epochs: int = 80
+    pct_start: float = 0.2
+    grad_clip_norm: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """One training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    task: Literal["objects", "attributes"] = "objects"
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision where CUDA is used
+    threads: int | None = None  # torch intra-op threads on CPU
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML- and checkpoint-friendly)."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check/convert a YAML value to a dataclass field type, with an error that names the key."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, typing.get_args(annotation), where)
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise ValueError(f"{where}: {value!r} is not one of {typing.get_args(annotation)}")
+        return value
+    if origin is tuple:
+        return tuple(float(v) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return _coerce_scalar(value, annotation, where)
+
+
+def _coerce_union(value: Any, options: tuple[Any, ...], where: str) -> Any:
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _coerce(value, option, where)
+        except (TypeError, ValueError) as exc:
+            errors.append(str(exc))
+    raise TypeError(f"{where}: {value!r} fits none of {options}: {'; '.join(errors)}")
+
+
+def _coerce_scalar(value: Any, annotation: Any, where: str) -> Any:
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+        raise TypeError(f"{where}: expected an integer, got {value!r}")
+    if annotation is str and not isinstance(value, str):
+        raise TypeError(f"{where}: expected a string, got {value!r}")
+    if annotation in (int, float, str):
+        return annotation(value)
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise TypeError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where or 'config'}; valid keys: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _apply_override(tree: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ValueError(f"override {override!r} must look like key.path=value")
+    path, raw = override.split("=", 1)
+    keys = path.strip().split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {override!r}: {key!r} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML file (optional), apply `key.path=value` overrides (values parsed as YAML), validate.
+
+    Example: `load_config("configs/demo.yaml", ["optim.lr=3e-4", "data.batch_size=64"])`.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        tree = loaded or {}
+    for override in overrides or []:
+        _apply_override(tree, override)
+    return _build(TrainConfig, tree)

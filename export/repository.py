@@ -1,0 +1,129 @@
+"""Checkpoint -> verified ONNX -> a new version in the model repository, in one call."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.onnx import DEFAULT_OPSET, INPUT_NAME, export_onnx
+from export.parity import ParityReport, check_onnx_parity
+from export.wrapper import ExportWrapper
+from labelserve.bundle import Bundle, EngineSpec, Manifest, OutputsSpec, TensorSpec, next_version, write_bundle
+from labelserve.preprocess import PreprocessSpec, preprocess
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.data.dataset import load_rgb
+
+__all__ = ["export_bundle", "load_parity_images"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILENAME = "model.onnx"
+_PRODUCER_PACKAGES = ("labelserve", "torch", "timm", "onnx", "onnxruntime")
+
+
+def load_parity_images(paths: Sequence[Path], spec: PreprocessSpec, limit: int = 8) -> np.ndarray:
+    """Decode and preprocess up to `limit` image files (folders are searched for .jpg/.jpeg/.png) to `[N, 3, H, W]`."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"parity image path {path} does not exist")
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}))
+        else:
+            files.append(path)
+    files = files[:limit]
+    if not files:
+        raise FileNotFoundError(f"no parity images found in {[str(p) for p in paths]}")
+    return np.stack([preprocess(load_rgb(str(f)), spec) for f in files])
+
+
+def _default_parity_sources(train_config: dict) -> list[Path]:
+    val = train_config.get("data", {}).get("val_annotations")
+    if not val:
+        return []
+    root = train_config["data"].get("image_root")
+    images = Path(root) if root else Path(val).resolve().parent.parent / "images"
+    return [images / "val"] if (images / "val").is_dir() else [images] if images.is_dir() else []
+
+
+def _producer_versions() -> dict[str, str]:
+    versions = {}
+    for package in _PRODUCER_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def export_bundle(
+    checkpoint_path: Path,
+    repository: Path,
+    name: str,
+    version: int | None = None,
+    max_batch: int = 32,
+    parity_images: Sequence[Path] | None = None,
+    tolerance: float = 1e-4,
+    with_attention: bool = True,
+    opset: int = DEFAULT_OPSET,
+) -> tuple[Bundle, ParityReport]:
+    """Export a checkpoint into `<repository>/<name>/<version>/` after the parity check passes.
+
+    Args:
+        checkpoint_path: a `labelserve train` checkpoint.
+        repository: model repository root.
+        name: model name in the repository.
+        version: explicit version; default is one above the newest present.
+        max_batch: largest batch the service may send (recorded in the manifest).
+        parity_images: image files or folders for the parity check; default: the checkpoint's val images.
+        tolerance: largest acceptable absolute difference between PyTorch and onnxruntime.
+        with_attention: export the per-label attention maps as a second output.
+        opset: ONNX opset.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint)
+    wrapper = ExportWrapper(model, with_attention=with_attention)
+    spec = checkpoint.preprocess
+    sources = list(parity_images) if parity_images else _default_parity_sources(checkpoint.train_config)
+    if not sources:
+        raise ValueError("no parity images: pass parity_images (the checkpoint names no validation images)")
+    images = load_parity_images(sources, spec)
+    version = version or next_version(repository / name)
+    with tempfile.TemporaryDirectory(prefix="labelserve-export-") as tmp:
+        onnx_path = export_onnx(wrapper, spec, Path(tmp) / ONNX_FILENAME, opset=opset)
+        report = check_onnx_parity(wrapper, onnx_path, images, tolerance=tolerance)
+        logger.info("parity on %d images, batch sizes %s: max abs diff %s", report.num_images, report.batch_sizes,
+                    report.max_abs_diff)
+        with torch.no_grad():
+            sample_out = wrapper(torch.from_numpy(images[:1]))
+        num_labels = len(checkpoint.labels)
+        attention = None
+        if with_attention:
+            _, _, height, width = sample_out[1].shape
+            attention = TensorSpec(name="attention", shape=("batch", num_labels, height, width))
+        manifest = Manifest(
+            name=name,
+            version=version,
+            task=checkpoint.task,
+            head=checkpoint.model_config["head"],
+            backbone=checkpoint.model_config["backbone"],
+            labels=tuple(checkpoint.labels),
+            thresholds=tuple(checkpoint.thresholds or [0.5] * num_labels),
+            input_name=INPUT_NAME,
+            input=spec,
+            outputs=OutputsSpec(logits=TensorSpec(name="logits", shape=("batch", num_labels)), attention=attention),
+            engines=(EngineSpec(format="onnx", file=ONNX_FILENAME, precision="fp32", max_batch=max_batch,
+                                opset=opset),),
+            metrics={k: float(v) for k, v in checkpoint.metrics.items() }
+            | {f"parity_max_abs_diff_{k}": v for k, v in report.max_abs_diff.items()},
+            producer=_producer_versions(),
+        )
+        bundle = write_bundle(repository, manifest, {ONNX_FILENAME: onnx_path})
+    logger.info("wrote %s", bundle.path)
+    return bundle, report

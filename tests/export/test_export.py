@@ -1,0 +1,85 @@
+"""Export: ONNX with a dynamic batch and two outputs, the manifest, and the parity gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from export.parity import ParityError, check_onnx_parity
+from export.repository import export_bundle, load_parity_images
+from export.wrapper import ExportWrapper
+from labelserve.bundle import load_bundle
+from labelserve.cli import main
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+
+
+def test_bundle_contents(model_repository: Path) -> None:
+    bundle = load_bundle(model_repository / "tiny" / "1")
+    manifest = bundle.manifest
+    assert manifest.head == "query2label" and manifest.backbone == "test_resnet" and manifest.task == "objects"
+    assert len(manifest.labels) == 20 and manifest.thresholds == (0.5,) * 20
+    assert manifest.outputs.logits.shape == ("batch", 20)
+    assert manifest.outputs.attention is not None and manifest.outputs.attention.shape == ("batch", 20, 2, 2)
+    assert manifest.engines[0].format == "onnx" and manifest.engines[0].max_batch == 8
+    assert manifest.metrics["parity_max_abs_diff_logits"] <= 1e-4
+    assert "mAP" in manifest.metrics
+    assert {"torch", "onnx", "onnxruntime", "timm"} <= set(manifest.producer)
+    assert manifest.input.height == manifest.input.width == 64
+
+
+def test_onnx_runs_at_any_batch_size(model_repository: Path) -> None:
+    session = ort.InferenceSession(str(model_repository / "tiny" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "attention"]
+    assert session.get_inputs()[0].shape[0] == "batch"
+    for batch in (1, 5, 8):
+        logits, attention = session.run(None, {"images": np.zeros((batch, 3, 64, 64), dtype=np.float32)})
+        assert logits.shape == (batch, 20) and attention.shape == (batch, 20, 2, 2)
+
+
+def test_parity_on_real_photos_and_scenes(tiny_checkpoint: Path, model_repository: Path, photo_dir: Path,
+                                          tiny_dataset: Path) -> None:
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    wrapper = ExportWrapper(model_from_checkpoint(checkpoint))
+    images = load_parity_images([photo_dir, tiny_dataset / "images" / "val"], checkpoint.preprocess, limit=10)
+    report = check_onnx_parity(wrapper, model_repository / "tiny" / "1" / "model.onnx", images)
+    assert report.passed and report.num_images == 10 and report.batch_sizes == (1, 10)
+    assert report.max_abs_diff["logits"] <= 1e-4 and report.max_abs_diff["attention"] <= 1e-4
+
+
+def test_parity_catches_a_wrong_engine(tiny_checkpoint: Path, model_repository: Path, photo_dir: Path,
+                                       tmp_path: Path) -> None:
+    model = onnx.load(str(model_repository / "tiny" / "1" / "model.onnx"))
+    bias = next(t for t in model.graph.initializer if numpy_helper.to_array(t).ndim == 1
+                and numpy_helper.to_array(t).shape[0] == 20)
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.01, bias.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    images = load_parity_images([photo_dir], checkpoint.preprocess)
+    with pytest.raises(ParityError, match="beyond"):
+        check_onnx_parity(ExportWrapper(model_from_checkpoint(checkpoint)), tampered, images)
+
+
+def test_cli_export_adds_the_next_version(tiny_checkpoint: Path, photo_dir: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    args = ["export", str(tiny_checkpoint), "--repository", str(repo), "--name", "cli-model", "--max-batch", "4",
+            "--parity-images", str(photo_dir)]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert sorted(p.name for p in (repo / "cli-model").iterdir()) == ["1", "2"]
+    assert load_bundle(repo / "cli-model" / "2").manifest.engines[0].max_batch == 4
+
+
+def test_export_without_parity_images_says_so(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no parity images"):
+        export_bundle(tiny_checkpoint, tmp_path, "x", parity_images=[tmp_path / "empty"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_bundle(tiny_checkpoint, tmp_path, "x", parity_images=[tmp_path / "absent"])
+    assert not (tmp_path / "x").exists()

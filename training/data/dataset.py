@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from training.data.coco import MultiLabelSet
+from training.data.samples import MultiLabelSet
 from training.data.transforms import Transform
 
 __all__ = ["MultiLabelDataset", "load_rgb"]

@@ -22,11 +22,16 @@ __all__ = ["DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfi
 
 @dataclass
 class DataConfig:
-    """Where the data is and how it is fed."""
+    """Where the data is and how it is fed.
 
+    `format` says how to read `train_annotations` / `val_annotations`: `coco` (instances json), `voc` (the split file
+    `<root>/ImageSets/Main/<split>.txt`), `list` (CSV/JSONL of path + labels) or `attributes` (CSV of 0/1 columns).
+    """
+
+    format: Literal["coco", "voc", "list", "attributes"] = "coco"
     train_annotations: str = ""
     val_annotations: str = ""
-    image_root: str | None = None  # default: <annotations folder>/../images
+    image_root: str | None = None  # COCO only; default: <annotations folder>/../images
     image_size: int = 224
     resize: Literal["squash", "center_crop"] = "squash"
     interpolation: Literal["nearest", "bilinear", "bicubic"] = "bilinear"

@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader
 
 from training.checkpoint import Checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.data.coco import MultiLabelSet, read_coco
 from training.data.dataset import MultiLabelDataset
+from training.data.readers import read_split
+from training.data.samples import MultiLabelSet
 from training.data.transforms import eval_transform, train_transform
 from training.loop import Precision, evaluate, train_one_epoch
 from training.losses import create_loss
@@ -62,10 +63,8 @@ def _read_splits(config: TrainConfig) -> tuple[MultiLabelSet, MultiLabelSet]:
     if not data.train_annotations or not data.val_annotations:
         raise ValueError("data.train_annotations and data.val_annotations must both be set")
     root = Path(data.image_root) if data.image_root else None
-    train = read_coco(Path(data.train_annotations), root, include_unlabeled=data.include_unlabeled)
-    val = read_coco(Path(data.val_annotations), root, include_unlabeled=True)
-    if train.labels != val.labels:
-        raise ValueError("train and val annotation files list different categories")
+    train = read_split(data.format, Path(data.train_annotations), root, include_unlabeled=data.include_unlabeled)
+    val = read_split(data.format, Path(data.val_annotations), root, labels=train.labels)
     if not train.samples or not val.samples:
         raise ValueError("train or val split has no images")
     return train, val

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_curves"]
 
@@ -27,6 +28,8 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     ax_metric.set(xlabel="epoch", ylabel="%", title="validation")
     ax_metric.legend()
     ax_metric.grid(alpha=0.3)
+    for axis in (ax_loss, ax_metric):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

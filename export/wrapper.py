@@ -15,8 +15,9 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, model: MultiLabelModel, with_attention: bool = True) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model
         self.with_attention = with_attention
+        self.eval()  # dropout off, and the exporter sees an inference-mode module
 
     def output_names(self) -> list[str]:
         return ["logits", "attention"] if self.with_attention else ["logits"]

@@ -13,13 +13,13 @@ from training.models.layers import sine_position_encoding
 from training.models.query2label import Query2LabelHead
 
 SMALL_Q2L = {"hidden_dim": 32, "keep_input_proj": True, "ffn_dim": 64, "num_heads": 4}
-HEAD_KWARGS = {"query2label": SMALL_Q2L, "linear": {}}
+HEAD_KWARGS = {"query2label": SMALL_Q2L, "mldecoder": {"embed_dim": 32, "ffn_dim": 64, "num_heads": 4}}
 
 
 @pytest.mark.parametrize("head", list_heads())
 @pytest.mark.parametrize("batch", [1, 3])
 def test_every_head_gives_logits_and_attention(head: str, batch: int) -> None:
-    model = create_model(head, "test_resnet", num_classes=7, head_kwargs=HEAD_KWARGS[head]).eval()
+    model = create_model(head, "test_resnet", num_classes=7, head_kwargs=HEAD_KWARGS.get(head, {})).eval()
     with torch.no_grad():
         out = model(torch.randn(batch, 3, 64, 64))
     assert out.logits.shape == (batch, 7)

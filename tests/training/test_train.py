@@ -12,7 +12,10 @@ from training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoi
 from training.losses import create_loss
 from training.models import create_model, list_heads
 
-HEAD_KWARGS = {"query2label": {"hidden_dim": 32, "keep_input_proj": True, "ffn_dim": 64}, "linear": {}}
+HEAD_KWARGS = {
+    "query2label": {"hidden_dim": 32, "keep_input_proj": True, "ffn_dim": 64},
+    "mldecoder": {"embed_dim": 32, "ffn_dim": 64, "num_heads": 4},
+}
 
 
 def test_run_writes_every_artefact(tiny_checkpoint: Path) -> None:
@@ -58,7 +61,7 @@ def test_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("head", list_heads())
 def test_loss_goes_down_on_a_fixed_batch(head: str) -> None:
     torch.manual_seed(0)
-    model = create_model(head, "test_resnet", 6, head_kwargs=HEAD_KWARGS[head])
+    model = create_model(head, "test_resnet", 6, head_kwargs=HEAD_KWARGS.get(head, {}))
     images = torch.randn(8, 3, 64, 64)
     targets = (torch.rand(8, 6) > 0.6).float()
     criterion = create_loss("asl")

@@ -1,0 +1,110 @@
+"""Raw onnxruntime throughput per batch size, beside the in-process pipeline (JPEG decode + preprocess + engine).
+
+    python -m bench.engine --repository models --model demo --batch-sizes 1 8 32
+
+Prints a table and writes JSON (bench/results/engine-*.json). The pipeline column is what a service could reach at
+best with the same engine: it is the like-for-like reference for bench/load.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+from bench._common import format_table, percentiles_ms, write_results
+from bench.images import jpeg_payloads
+from labelserve.bundle import list_versions, load_bundle
+from labelserve.preprocess import PreprocessSpec, preprocess
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _decode_preprocess(payload: bytes, spec: PreprocessSpec) -> np.ndarray:
+    with Image.open(io.BytesIO(payload)) as image:
+        return preprocess(ImageOps.exif_transpose(image).convert("RGB"), spec)
+
+
+def _timed_loop(step: callable, seconds: float) -> list[float]:
+    """Call `step()` repeatedly for about `seconds`; return each call's duration."""
+    durations = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        step()
+        durations.append(time.perf_counter() - started)
+    return durations
+
+
+def bench_batch(session: ort.InferenceSession, spec: PreprocessSpec, payloads: list[bytes], batch: int,
+                seconds: float, outputs: list[str]) -> dict:
+    """Engine-only and decode+preprocess+engine throughput at one batch size."""
+    input_name = session.get_inputs()[0].name
+    tensors = np.stack([_decode_preprocess(p, spec) for p in payloads[:batch]])
+    session.run(outputs, {input_name: tensors})  # warm-up for this shape
+    engine = _timed_loop(lambda: session.run(outputs, {input_name: tensors}), seconds)
+    cursor = iter(range(10**9))
+
+    def pipeline_step() -> None:
+        start = next(cursor) * batch
+        chunk = [payloads[(start + i) % len(payloads)] for i in range(batch)]
+        session.run(outputs, {input_name: np.stack([_decode_preprocess(p, spec) for p in chunk])})
+
+    pipeline = _timed_loop(pipeline_step, seconds)
+    return {
+        "batch": batch,
+        "engine_images_per_s": batch * len(engine) / sum(engine),
+        "engine_latency": percentiles_ms(engine),
+        "pipeline_images_per_s": batch * len(pipeline) / sum(pipeline),
+        "pipeline_latency": percentiles_ms(pipeline),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=Path("models"))
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--version", type=int, help="default: newest")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per batch size and mode")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    parser.add_argument("--attention", action="store_true", help="fetch the attention output too")
+    parser.add_argument("--images", type=Path, help="folder of JPEGs (default: rendered synthetic scenes)")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the rendered scenes")
+    parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/engine-<time>.json)")
+    args = parser.parse_args()
+
+    version = args.version or list_versions(args.repository / args.model)[-1]
+    bundle = load_bundle(args.repository / args.model / str(version))
+    spec = bundle.manifest.input
+    session = _session(bundle.file("model.onnx"), args.threads)
+    outputs = ["logits", "attention"] if args.attention and bundle.manifest.outputs.attention else ["logits"]
+    payloads = jpeg_payloads(max(args.batch_sizes) * 2, args.image_size, folder=args.images)
+    rows = []
+    for batch in args.batch_sizes:
+        result = bench_batch(session, spec, payloads, batch, args.seconds, outputs)
+        rows.append(result)
+        print(f"batch {batch}: engine {result['engine_images_per_s']:.1f} img/s, "
+              f"pipeline {result['pipeline_images_per_s']:.1f} img/s", flush=True)
+    table = [{"batch": r["batch"], "engine img/s": r["engine_images_per_s"],
+              "engine p50 ms": r["engine_latency"]["p50_ms"], "pipeline img/s": r["pipeline_images_per_s"],
+              "pipeline p50 ms": r["pipeline_latency"]["p50_ms"]} for r in rows]
+    print()
+    print(format_table(table, list(table[0])))
+    path = write_results("engine", {"model": args.model, "version": version, "outputs": outputs,
+                                    "threads": args.threads, "image_size": args.image_size, "rows": rows}, args.out)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

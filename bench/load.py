@@ -1,0 +1,108 @@
+"""Closed-loop load against a running labelserve: images/s, latency percentiles and errors per concurrency.
+
+    labelserve serve --repository models &        # or: make serve
+    python -m bench.load --url http://127.0.0.1:8000 --concurrency 1 8 32
+
+Each of `concurrency` clients posts one JPEG to /predict, waits for the JSON answer, and posts the next, for
+`--seconds`. The server's own /metrics is scraped before and after to report the mean batch size it formed.
+Prints a table and writes JSON (bench/results/load-*.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from bench._common import format_table, percentiles_ms, write_results
+from bench.images import jpeg_payloads
+
+_BATCH_SUM = re.compile(r"^labelserve_batch_size_sum\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
+_BATCH_COUNT = re.compile(r"^labelserve_batch_size_count\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
+
+
+async def _batch_totals(client: httpx.AsyncClient) -> tuple[float, float]:
+    text = (await client.get("/metrics")).text
+    return sum(map(float, _BATCH_SUM.findall(text))), sum(map(float, _BATCH_COUNT.findall(text)))
+
+
+async def _client_loop(client: httpx.AsyncClient, payloads: list[bytes], offset: int, deadline: float,
+                       latencies: list[float], statuses: Counter, model: str | None) -> None:
+    index = offset
+    data = {"model": model} if model else {}
+    while time.perf_counter() < deadline:
+        payload = payloads[index % len(payloads)]
+        index += 1
+        started = time.perf_counter()
+        try:
+            response = await client.post("/predict", files={"files": ("image.jpg", payload, "image/jpeg")},
+                                         data=data)
+            statuses[response.status_code] += 1
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+        except httpx.HTTPError as exc:
+            statuses[type(exc).__name__] += 1
+
+
+async def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes], model: str | None) -> dict:
+    """One closed-loop run at a fixed concurrency."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+        warm_deadline = time.perf_counter() + min(2.0, seconds / 5)
+        await asyncio.gather(*(_client_loop(client, payloads, i, warm_deadline, [], Counter(), model)
+                               for i in range(concurrency)))
+        batch_sum0, batch_count0 = await _batch_totals(client)
+        latencies: list[float] = []
+        statuses: Counter = Counter()
+        started = time.perf_counter()
+        deadline = started + seconds
+        await asyncio.gather(*(_client_loop(client, payloads, i * 7, deadline, latencies, statuses, model)
+                               for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        batch_sum1, batch_count1 = await _batch_totals(client)
+    batches = batch_count1 - batch_count0
+    return {
+        "concurrency": concurrency,
+        "seconds": elapsed,
+        "ok": statuses.get(200, 0),
+        "errors": {str(k): v for k, v in statuses.items() if k != 200},
+        "images_per_s": statuses.get(200, 0) / elapsed,
+        "latency": percentiles_ms(latencies),
+        "mean_batch_size": (batch_sum1 - batch_sum0) / batches if batches else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--model", help="model name (default: the server's default model)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per concurrency level")
+    parser.add_argument("--images", type=Path, help="folder of JPEGs (default: rendered synthetic scenes)")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the rendered scenes")
+    parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/load-<time>.json)")
+    args = parser.parse_args()
+
+    payloads = jpeg_payloads(64, args.image_size, folder=args.images)
+    rows = []
+    for concurrency in args.concurrency:
+        result = asyncio.run(run_level(args.url, concurrency, args.seconds, payloads, args.model))
+        rows.append(result)
+        print(f"concurrency {concurrency}: {result['images_per_s']:.1f} img/s, "
+              f"p50 {result['latency']['p50_ms']:.1f} ms, errors {result['errors']}", flush=True)
+    table = [{"concurrency": r["concurrency"], "img/s": r["images_per_s"], "p50 ms": r["latency"]["p50_ms"],
+              "p90 ms": r["latency"]["p90_ms"], "p99 ms": r["latency"]["p99_ms"],
+              "mean batch": r["mean_batch_size"], "errors": sum(r["errors"].values())} for r in rows]
+    print()
+    print(format_table(table, list(table[0])))
+    path = write_results("load", {"url": args.url, "image_size": args.image_size, "rows": rows}, args.out)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

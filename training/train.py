@@ -22,7 +22,7 @@ from training.data.samples import MultiLabelSet
 from training.data.transforms import eval_transform, train_transform
 from training.loop import Precision, evaluate, train_one_epoch
 from training.losses import create_loss
-from training.models import MultiLabelModel, create_model
+from training.models import LabelStatistics, MultiLabelModel, create_model
 from training.plots import plot_curves
 
 __all__ = ["TrainResult", "resolve_device", "run_training"]
@@ -84,10 +84,26 @@ def _loaders(config: TrainConfig, train: MultiLabelSet, val: MultiLabelSet, devi
     return train_loader, val_loader
 
 
-def _build_model(config: TrainConfig, num_classes: int) -> MultiLabelModel:
+def _build_model(config: TrainConfig, train_set: MultiLabelSet) -> MultiLabelModel:
     m = config.model
-    return create_model(m.head, m.backbone, num_classes, pretrained=m.pretrained, checkpoint_path=m.checkpoint_path,
-                        feature_index=m.feature_index, head_kwargs=m.head_kwargs, backbone_kwargs=m.backbone_kwargs)
+    return create_model(m.head, m.backbone, len(train_set.labels), pretrained=m.pretrained,
+                        checkpoint_path=m.checkpoint_path, feature_index=m.feature_index, head_kwargs=m.head_kwargs,
+                        backbone_kwargs=m.backbone_kwargs,
+                        label_statistics=LabelStatistics.from_targets(train_set.targets()))
+
+
+def _build_criterion(config: TrainConfig, model: MultiLabelModel) -> torch.nn.Module:
+    """The configured loss; the AAM loss takes its scale from the cosine head so the two always agree."""
+    kwargs = dict(config.loss.kwargs)
+    if config.loss.name == "aam":
+        scale = getattr(model.head, "logit_scale", None)
+        if scale is None:
+            raise ValueError("the aam loss needs a cosine head: model.head gcn, or mldecoder with head_kwargs.cosine")
+        if kwargs.get("scale", scale) != scale:
+            raise ValueError(f"loss.kwargs.scale {kwargs['scale']} disagrees with the head's scale {scale}; "
+                             "set the scale on the head only")
+        kwargs["scale"] = scale
+    return create_loss(config.loss.name, **kwargs)
 
 
 def run_training(config: TrainConfig, show_progress: bool = True) -> TrainResult:
@@ -101,8 +117,8 @@ def run_training(config: TrainConfig, show_progress: bool = True) -> TrainResult
     device = resolve_device(config.device)
     train_set, val_set = _read_splits(config)
     train_loader, val_loader = _loaders(config, train_set, val_set, device, generator)
-    model = _build_model(config, len(train_set.labels)).to(device)
-    criterion = create_loss(config.loss.name, **config.loss.kwargs)
+    model = _build_model(config, train_set).to(device)
+    criterion = _build_criterion(config, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.optim.lr, epochs=config.optim.epochs, steps_per_epoch=len(train_loader),

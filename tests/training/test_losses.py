@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.losses import AsymmetricLoss, BinaryCrossEntropy, create_loss
+from training.losses import AsymmetricAngularMarginLoss, AsymmetricLoss, BinaryCrossEntropy, create_loss
 
 
 def _sigmoid(x: float) -> float:
@@ -67,3 +67,29 @@ def test_create_loss_by_name() -> None:
         create_loss("hinge")
     with pytest.raises(ValueError, match="clip"):
         AsymmetricLoss(clip=1.5)
+
+
+def test_aam_matches_hand_computation() -> None:
+    s, m, k = 10.0, 0.2, 0.7
+    cos = torch.tensor([[0.6, -0.3], [0.1, 0.4]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    total = 0.0
+    for c, y in ((0.6, 1), (-0.3, 0), (0.1, 0), (0.4, 1)):
+        if y:
+            total += k / s * math.log(_sigmoid(s * (c - m)))
+        else:
+            total += (1 - k) / s * math.log(_sigmoid(-s * (c + m)))
+    loss = AsymmetricAngularMarginLoss(scale=s, margin=m, k=k)(cos * s, targets)
+    assert loss.item() == pytest.approx(-total / 2, rel=1e-5)
+
+
+def test_aam_focusing_weights() -> None:
+    s, m, clip = 5.0, 0.1, 0.05
+    cos = torch.tensor([[0.5, 0.2]])
+    targets = torch.tensor([[1.0, 0.0]])
+    p_neg_pos = min(_sigmoid(-s * (0.5 + m)) + clip, 1.0)  # weight base of the positive
+    p_pos_neg = _sigmoid(s * (0.2 - m))  # weight base of the negative
+    expected = -(0.8 / s * math.log(_sigmoid(s * (0.5 - m))) * p_neg_pos**1.0
+                 + 0.2 / s * math.log(_sigmoid(-s * (0.2 + m))) * p_pos_neg**2.0)
+    loss = AsymmetricAngularMarginLoss(scale=s, margin=m, k=0.8, gamma_pos=1.0, gamma_neg=2.0, clip=clip)
+    assert loss(cos * s, targets).item() == pytest.approx(expected, rel=1e-5)

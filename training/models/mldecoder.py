@@ -6,8 +6,9 @@ LayerNorm, 8 heads, FFN 2048, and a group fully-connected layer in which group g
 The group FC is one batched einsum instead of the reference's Python loop over groups (ML_Decoder issue #83).
 
 `cosine=True` is the metric-learning variant of Prokofiev & Sovrasov ("GroupASL"): the query outputs and the group
-FC weights are L2-normalised, so the logits are `scale * cos(theta)` plus a bias that starts at 0, for the
-Asymmetric Angular Margin loss. Each label's attention map is its group's cross-attention map.
+FC weights are L2-normalised and the logits are `scale * (cos(theta) + bias)`, the bias starting at 0, for the
+Asymmetric Angular Margin loss (which reads `logits / scale` as the cosine). Each label's attention map is its
+group's cross-attention map.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class MLDecoderHead(nn.Module):
         token_activation: `relu` (ML-Decoder) or `leaky_relu` (deep-object-reid's port, slope 0.2).
         learnable_queries: train the queries (the reference freezes them).
         cosine: cosine logits for metric learning (normalised outputs and weights).
-        scale: multiplies the cosines when `cosine` (s of the AAM loss; 23 in the released ML-Decoder configs).
+        scale: multiplies the cosines when `cosine` (the AAM loss's s; 23 in the released ML-Decoder configs).
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class MLDecoderHead(nn.Module):
         self.per_group = math.ceil(num_classes / groups)  # R logits per group
         self.cosine = cosine
         self.scale = scale
+        self.logit_scale = scale if cosine else None  # read by the AAM loss: cos = logits / logit_scale
         self.token_proj = nn.Linear(in_channels, embed_dim)
         self.token_activation = token_activation
         self.queries = nn.Parameter(torch.randn(groups, embed_dim), requires_grad=learnable_queries)
@@ -122,9 +124,8 @@ class MLDecoderHead(nn.Module):
             hidden = F.normalize(hidden, dim=-1)
             weight = F.normalize(weight, dim=1)
         grouped = torch.einsum("bgd,gdr->bgr", hidden, weight)  # [B, G, R]
-        logits = grouped.flatten(1)[:, : self.num_classes]
+        logits = grouped.flatten(1)[:, : self.num_classes] + self.group_bias
         if self.cosine:
             logits = logits * self.scale
-        logits = logits + self.group_bias
         attention = weights.index_select(1, self.label_group).reshape(batch, self.num_classes, height, width)
         return ModelOutput(logits, attention)

@@ -67,8 +67,10 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         with precision.autocast(device):
-            logits = model(images).logits
-        loss = criterion(logits.float(), targets)
+            output = model(images)
+        loss = criterion(output.logits.float(), targets)
+        for aux in output.aux_logits:  # e.g. Label2Label's attribute-query logits, weighted 1 as the reference
+            loss = loss + criterion(aux.float(), targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower optim.lr or enable clipping")
         optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from training.models import gcn as _gcn  # noqa: F401  (registers "gcn")
+from training.models import label2label as _label2label  # noqa: F401  (registers "label2label")
 from training.models import linear as _linear  # noqa: F401  (registers "linear")
 from training.models import mldecoder as _mldecoder  # noqa: F401  (registers "mldecoder")
 from training.models import query2label as _query2label  # noqa: F401  (registers "query2label")

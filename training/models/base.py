@@ -13,10 +13,18 @@ __all__ = ["ModelOutput", "MultiLabelModel"]
 
 
 class ModelOutput(NamedTuple):
-    """Logits `[B, C]`; attention `[B, C, h, w]` over the feature map (rows sum to 1), or None."""
+    """What every head returns.
+
+    Attributes:
+        logits: the prediction `[B, C]` (probabilities are their sigmoid).
+        attention: per-label maps `[B, C, h, w]` over the feature map (each sums to 1), or None.
+        aux_logits: intermediate predictions that training also supervises (Label2Label's initial logits);
+            the exported model returns only `logits` and `attention`.
+    """
 
     logits: torch.Tensor
     attention: torch.Tensor | None
+    aux_logits: tuple[torch.Tensor, ...] = ()
 
 
 class MultiLabelModel(nn.Module):

@@ -90,25 +90,33 @@ class FeedForward(nn.Module):
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
+def _with_pos(x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+    return x if pos is None else x + pos
+
+
 class EncoderLayer(nn.Module):
     """DETR encoder layer: self-attention with q = k = src + pos and v = src, then FFN; post-norm by default."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, pre_norm: bool = False) -> None:
+    def __init__(
+        self, dim: int, heads: int, ffn_dim: int, dropout: float, pre_norm: bool = False, activation: str = "relu"
+    ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(dim, heads, dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def forward(self, src: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         if self.pre_norm:
             normed = self.norm1(src)
-            src = src + self.dropout1(self.self_attn(normed + pos, normed + pos, normed)[0])
+            keyed = _with_pos(normed, pos)
+            src = src + self.dropout1(self.self_attn(keyed, keyed, normed)[0])
             return src + self.dropout2(self.ffn(self.norm2(src)))
-        src = self.norm1(src + self.dropout1(self.self_attn(src + pos, src + pos, src)[0]))
+        keyed = _with_pos(src, pos)
+        src = self.norm1(src + self.dropout1(self.self_attn(keyed, keyed, src)[0]))
         return self.norm2(src + self.dropout2(self.ffn(src)))
 
 
@@ -119,7 +127,14 @@ class DecoderLayer(nn.Module):
     """
 
     def __init__(
-        self, dim: int, heads: int, ffn_dim: int, dropout: float, self_attention: bool, pre_norm: bool = False
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        self_attention: bool,
+        pre_norm: bool = False,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(dim, heads, dropout) if self_attention else None
@@ -128,32 +143,33 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.dropout2 = nn.Dropout(dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm3 = nn.LayerNorm(dim)
         self.dropout3 = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(
-        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
+        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None, query_pos: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the updated queries `[B, K, d]` and the cross-attention weights `[B, K, HW]`."""
         if self.pre_norm:
             return self._forward_pre(tgt, memory, pos, query_pos)
         if self.self_attn is not None and self.norm1 is not None:
-            q = tgt + query_pos
+            q = _with_pos(tgt, query_pos)
             tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, q, tgt)[0]))
-        attended, weights = self.cross_attn(tgt + query_pos, memory + pos, memory)
+        attended, weights = self.cross_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory)
         tgt = self.norm2(tgt + self.dropout2(attended))
         tgt = self.norm3(tgt + self.dropout3(self.ffn(tgt)))
         return tgt, weights
 
     def _forward_pre(
-        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
+        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None, query_pos: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.self_attn is not None and self.norm1 is not None:
             normed = self.norm1(tgt)
-            tgt = tgt + self.dropout1(self.self_attn(normed + query_pos, normed + query_pos, normed)[0])
-        attended, weights = self.cross_attn(self.norm2(tgt) + query_pos, memory + pos, memory)
+            keyed = _with_pos(normed, query_pos)
+            tgt = tgt + self.dropout1(self.self_attn(keyed, keyed, normed)[0])
+        attended, weights = self.cross_attn(_with_pos(self.norm2(tgt), query_pos), _with_pos(memory, pos), memory)
         tgt = tgt + self.dropout2(attended)
         tgt = tgt + self.dropout3(self.ffn(self.norm3(tgt)))
         return tgt, weights

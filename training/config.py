@@ -41,6 +41,8 @@ class DataConfig:
     eval_batch_size: int = 64
     workers: int = 2
     hflip: bool = True
+    randaugment: bool = False  # RandAugment(2, 9) as ASL/Q2L train; it changes colours, which some labels are
+    cutout: float = 0.0  # side of the Cutout hole as a fraction of the image (ASL: 0.5); 0 disables
     include_unlabeled: bool = True
 
     def preprocess_spec(self) -> PreprocessSpec:
@@ -66,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Loss by name (`bce`, `asl`) and its arguments."""
+    """Loss by name (`bce`, `asl`, `aam`) and its arguments (the AAM scale comes from the head)."""
 
     name: str = "asl"
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -74,13 +76,21 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with a per-step OneCycle schedule, as Query2Label trains."""
+    """Optimiser and schedule; the defaults are Query2Label's (AdamW, per-step OneCycle, decay on everything)."""
 
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-4
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-2
+    no_decay_bias_norm: bool = False  # ASL's "true weight decay": no decay on biases and norm layers
     epochs: int = 80
-    pct_start: float = 0.2
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    pct_start: float = 0.2  # onecycle warm-up share
+    warmup_epochs: float = 0.0  # cosine: linear warm-up
     grad_clip_norm: float | None = None
+    ema_decay: float | None = None  # e.g. 0.9997 (Q2L/ASL); the EMA weights are evaluated and kept beside the raw
+    sam_rho: float | None = None  # sharpness-aware minimisation radius (0.05 in seed 001's recipe)
+    early_stop_patience: int | None = None  # stop after this many epochs without a better mAP (raw or EMA)
 
 
 @dataclass
@@ -97,6 +107,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision where CUDA is used
     threads: int | None = None  # torch intra-op threads on CPU
+    resume: str | None = None  # a last.pt to continue from
+    calibrate: bool = True  # per-label thresholds maximising F1 on the validation split, saved for the bundle
+    tensorboard: bool = True  # also write TensorBoard event files (beside metrics.csv and curves.png)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML- and checkpoint-friendly)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -12,9 +11,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from training.metrics import mean_average_precision, threshold_metrics
+from training.evaluation import EvalScores
+from training.models.base import ModelOutput
+from training.optim import SAM, ModelEma
 
-__all__ = ["EvalResult", "Precision", "evaluate", "train_one_epoch"]
+__all__ = ["Precision", "StepTools", "evaluate", "train_one_epoch"]
 
 
 @dataclass(frozen=True)
@@ -37,54 +38,73 @@ class Precision:
         return self.dtype == torch.float16
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    """Validation metrics plus the raw scores they came from."""
+@dataclass
+class StepTools:
+    """What one optimisation step needs besides the model and the batch."""
 
-    metrics: dict[str, float]
-    probs: np.ndarray  # [N, C]
-    targets: np.ndarray  # [N, C]
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    device: torch.device
+    grad_clip_norm: float | None = None
+    sam: SAM | None = None
+    ema: ModelEma | None = None
+
+
+def _loss(output: ModelOutput, targets: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
+    loss = criterion(output.logits.float(), targets)
+    for aux in output.aux_logits:  # e.g. Label2Label's attribute-query logits, weighted 1 as the reference
+        loss = loss + criterion(aux.float(), targets)
+    return loss
+
+
+def _backward_and_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, tools: StepTools) -> float:
+    with tools.precision.autocast(tools.device):
+        loss = _loss(model(images), targets, tools.criterion)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()}; lower optim.lr or set optim.grad_clip_norm")
+    tools.optimizer.zero_grad(set_to_none=True)
+    tools.scaler.scale(loss).backward()
+    if tools.sam is not None:  # second forward/backward at the perturbed weights (no fp16 scaler with SAM)
+        tools.sam.ascend()
+        with tools.precision.autocast(tools.device):
+            _loss(model(images), targets, tools.criterion).backward()
+    if tools.grad_clip_norm is not None:
+        tools.scaler.unscale_(tools.optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), tools.grad_clip_norm)
+    if tools.sam is not None:
+        tools.sam.descend()
+    else:
+        tools.scaler.step(tools.optimizer)
+        tools.scaler.update()
+    tools.scheduler.step()
+    if tools.ema is not None:
+        tools.ema.update(model.module if hasattr(model, "module") else model)
+    return loss.item()
 
 
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device,
-    precision: Precision,
-    scaler: torch.amp.GradScaler,
+    tools: StepTools,
     epoch: int,
-    grad_clip_norm: float | None = None,
     show_progress: bool = True,
-) -> float:
-    """Train for one pass over `loader`; the scheduler steps every iteration (OneCycle). Returns the mean loss."""
+) -> tuple[float, int]:
+    """Train for one pass over `loader`; the scheduler steps every iteration. Returns (mean loss, steps)."""
     model.train()
-    total, count = 0.0, 0
+    total, count, steps = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not show_progress, dynamic_ncols=True)
     for images, targets in bar:
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        with precision.autocast(device):
-            output = model(images)
-        loss = criterion(output.logits.float(), targets)
-        for aux in output.aux_logits:  # e.g. Label2Label's attribute-query logits, weighted 1 as the reference
-            loss = loss + criterion(aux.float(), targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower optim.lr or enable clipping")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip_norm is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        total += loss.item() * images.shape[0]
+        images = images.to(tools.device, non_blocking=True)
+        targets = targets.to(tools.device, non_blocking=True)
+        loss = _backward_and_step(model, images, targets, tools)
+        total += loss * images.shape[0]
         count += images.shape[0]
-        bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    return total / max(count, 1)
+        steps += 1
+        bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{tools.scheduler.get_last_lr()[0]:.2e}")
+    return total / max(count, 1), steps
 
 
 @torch.no_grad()
@@ -94,20 +114,28 @@ def evaluate(
     criterion: nn.Module,
     device: torch.device,
     precision: Precision,
+    keep_attention: bool = False,
     show_progress: bool = True,
-) -> EvalResult:
-    """Score every validation image and compute mAP, CP/CR/CF1/OP/OR/OF1 (threshold 0.5) and the loss."""
+) -> EvalScores:
+    """Score every validation image (in loader order); attention maps are kept only when asked (pointing game)."""
     model.eval()
-    probs, targets, losses = [], [], []
+    probs, targets, attention, aux, loss_sum = [], [], [], [], 0.0
     for images, target in tqdm(loader, desc="eval", leave=False, disable=not show_progress, dynamic_ncols=True):
         with precision.autocast(device):
-            logits = model(images.to(device, non_blocking=True)).logits.float()
-        losses.append(criterion(logits, target.to(device)).item() * images.shape[0])
+            output = model(images.to(device, non_blocking=True))
+        logits = output.logits.float()
+        loss_sum += criterion(logits, target.to(device)).item() * images.shape[0]
         probs.append(torch.sigmoid(logits).cpu().numpy())
         targets.append(target.numpy())
-    all_probs, all_targets = np.concatenate(probs), np.concatenate(targets)
-    metrics: dict[str, float] = {"val_loss": sum(losses) / max(len(all_probs), 1)}
-    result = mean_average_precision(all_probs, all_targets)
-    metrics["mAP"] = float(result["map"]) if not math.isnan(float(result["map"])) else 0.0
-    metrics.update(threshold_metrics(all_probs, all_targets, 0.5))
-    return EvalResult(metrics, all_probs, all_targets)
+        if output.aux_logits:
+            aux.append(torch.sigmoid(output.aux_logits[0].float()).cpu().numpy())
+        if keep_attention and output.attention is not None:
+            attention.append(output.attention.float().cpu().numpy().astype(np.float16))
+    all_probs = np.concatenate(probs)
+    return EvalScores(
+        probs=all_probs,
+        targets=np.concatenate(targets),
+        loss=loss_sum / max(len(all_probs), 1),
+        attention=np.concatenate(attention) if attention else None,
+        aux_probs=np.concatenate(aux) if aux else None,
+    )

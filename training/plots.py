@@ -22,7 +22,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
             ax_loss.plot(epochs, [row[key] for row in history], marker="o", label=key)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
-    for key in ("mAP", "CF1", "OF1"):
+    for key in ("mAP", "ema_mAP", "CF1", "OF1", "mA"):
         if all(key in row for row in history):
             ax_metric.plot(epochs, [100 * row[key] for row in history], marker="o", label=key)
     ax_metric.set(xlabel="epoch", ylabel="%", title="validation")

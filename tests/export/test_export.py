@@ -18,11 +18,13 @@ from labelserve.cli import main
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 
 
-def test_bundle_contents(model_repository: Path) -> None:
+def test_bundle_contents(model_repository: Path, tiny_checkpoint: Path) -> None:
     bundle = load_bundle(model_repository / "tiny" / "1")
     manifest = bundle.manifest
     assert manifest.head == "query2label" and manifest.backbone == "test_resnet" and manifest.task == "objects"
-    assert len(manifest.labels) == 20 and manifest.thresholds == (0.5,) * 20
+    assert len(manifest.labels) == 20
+    calibrated = load_checkpoint(tiny_checkpoint).thresholds
+    assert calibrated is not None and manifest.thresholds == tuple(calibrated)  # calibrated on validation
     assert manifest.outputs.logits.shape == ("batch", 20)
     assert manifest.outputs.attention is not None and manifest.outputs.attention.shape == ("batch", 20, 2, 2)
     assert manifest.engines[0].format == "onnx" and manifest.engines[0].max_batch == 8

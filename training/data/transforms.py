@@ -1,7 +1,8 @@
 """Image -> tensor transforms for training and evaluation.
 
 Evaluation is exactly `labelserve.preprocess` (the spec that ships in the bundle), so the metrics measured here are
-the metrics the service delivers. Training adds augmentation on top; it is training's own business.
+the metrics the service delivers. Training adds augmentation on top, as the references do: squash resize, random
+horizontal flip, optional RandAugment and Cutout.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
+from torchvision.transforms import RandAugment
 
-from labelserve.preprocess import PreprocessSpec, preprocess
+from labelserve.preprocess import PreprocessSpec, preprocess, resize
 
-__all__ = ["Transform", "eval_transform", "train_transform"]
+__all__ = ["Transform", "cutout", "eval_transform", "train_transform"]
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -27,19 +29,40 @@ def eval_transform(spec: PreprocessSpec) -> Transform:
     return apply
 
 
-def train_transform(spec: PreprocessSpec, hflip: bool = True) -> Transform:
-    """Squash resize (as Query2Label and ASL train) plus a random horizontal flip.
+def cutout(image: Image.Image, fraction: float) -> Image.Image:
+    """Fill one random square of side `fraction * min(width, height)` with a random colour (ASL's CutoutPIL).
+
+    The side is a fraction of the image, not a pixel count, so the hole is never the 1-2 px that Query2Label's
+    default produces (query2labels issue #35).
+    """
+    side = max(1, round(fraction * min(image.size)))
+    x = int(torch.randint(0, image.width, ()))
+    y = int(torch.randint(0, image.height, ()))
+    colour = tuple(int(c) for c in torch.randint(0, 256, (3,)))
+    left, top = x - side // 2, y - side // 2  # the square may overlap the border
+    box = (left, top, left + side - 1, top + side - 1)  # Pillow's rectangle includes both corners
+    out = image.copy()
+    ImageDraw.Draw(out).rectangle(box, fill=colour)
+    return out
+
+
+def train_transform(
+    spec: PreprocessSpec, hflip: bool = True, randaugment: bool = False, cutout_fraction: float = 0.0
+) -> Transform:
+    """Squash resize to the spec's size, then flip / Cutout (p 0.5) / RandAugment(2, 9), then normalise.
 
     Randomness comes from torch's generator, which the DataLoader seeds differently in every worker.
-
-    Args:
-        spec: the preprocessing spec the model will be exported with.
-        hflip: flip half of the images left-right.
     """
+    augment = RandAugment(num_ops=2, magnitude=9) if randaugment else None
 
     def apply(image: Image.Image) -> torch.Tensor:
+        image = resize(image.convert("RGB"), spec)
         if hflip and torch.rand(()) < 0.5:
             image = ImageOps.mirror(image)
+        if cutout_fraction > 0 and torch.rand(()) < 0.5:
+            image = cutout(image, cutout_fraction)
+        if augment is not None:
+            image = augment(image)
         return torch.from_numpy(preprocess(image, spec))
 
     return apply

@@ -1,4 +1,4 @@
-"""`labelserve data|train|export|demo|serve`: argument parsing only; the work lives in the packages.
+"""`labelserve data|train|export|demo|visualize|serve`: argument parsing only; the work lives in the packages.
 
 Imports happen inside each command, so `labelserve serve` never loads torch.
 """
@@ -65,8 +65,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    from training.visualize import predict_file, render_prediction
+
+    image_path = Path(args.image)
+    image, prediction = predict_file(Path(args.model), image_path)
+    out = Path(args.out) if args.out else image_path.with_name(f"{image_path.stem}.labels.png")
+    render_prediction(image, prediction, out, top_k=args.top_k)
+    logger.info("wrote %s", out)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
     from service.app import create_app
     from service.settings import Settings
 
@@ -116,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default=".cache/demo", help="where data and the training run are kept")
     demo.add_argument("--force", action="store_true", help="rebuild even if a demo model exists")
     demo.set_defaults(func=_cmd_demo)
+
+    visualize = commands.add_parser("visualize", help="render an image's top labels and attention maps to PNG")
+    visualize.add_argument("model", help="a checkpoint file (best.pt) or a bundle folder (models/<name>[/<version>])")
+    visualize.add_argument("image", help="the image to look at")
+    visualize.add_argument("--out", help="PNG to write (default: <image>.labels.png beside the image)")
+    visualize.add_argument("--top-k", type=int, default=5, help="labels listed under the image")
+    visualize.set_defaults(func=_cmd_visualize)
 
     serve = commands.add_parser("serve", help="serve every model in a repository over HTTP")
     serve.add_argument("--repository", help="model repository root (LABELSERVE_MODEL_REPOSITORY)")

@@ -29,10 +29,10 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench-engine: demo
-	$(BIN)/python bench/engine.py --repository $(REPOSITORY) --model demo
+	$(BIN)/python -m bench.engine --repository $(REPOSITORY) --model demo
 
 bench-load: $(STAMP)
-	$(BIN)/python bench/load.py --url http://$(HOST):$(PORT) --concurrency 32
+	$(BIN)/python -m bench.load --url http://$(HOST):$(PORT) --concurrency 32
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

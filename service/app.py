@@ -1,0 +1,69 @@
+"""`create_app(settings)`: the FastAPI app with its routers, error handlers, middleware and lifespan.
+
+The lifespan loads and warms every model before the server accepts connections and marks the app ready; on
+shutdown it marks it not ready, then lets the batchers finish what is queued (bounded by `drain_timeout_s`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.limits import RequestSizeLimitMiddleware
+from service.observability import Metrics, RequestObservabilityMiddleware
+from service.pipeline import DecodeLimits
+from service.predictor import Predictor
+from service.repository import ModelRepository
+from service.routes import health_router, metrics_router, models_router, predict_router
+from service.settings import Settings, get_settings
+from service.state import ServiceState
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.labelserve
+    started = time.monotonic()
+    try:
+        await state.repository.load_all()
+        state.ready = bool(state.repository.models())
+        logger.info("startup took %.2f s; ready=%s, models: %s", time.monotonic() - started, state.ready,
+                    ", ".join(f"{m.name} v{m.version}" for m in state.repository.models()) or "none")
+        yield
+    finally:
+        state.ready = False
+        logger.info("shutting down: draining queued requests (up to %.1f s)", state.settings.drain_timeout_s)
+        await state.repository.stop(state.settings.drain_timeout_s)
+        state.predictor.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build a service app; nothing is loaded until its lifespan starts.
+
+    Args:
+        settings: service settings; default `get_settings()` (the `LABELSERVE_*` environment).
+    """
+    settings = settings if settings is not None else get_settings()
+    metrics = Metrics()
+    state = ServiceState(
+        settings=settings, metrics=metrics, repository=ModelRepository(settings, metrics),
+        predictor=Predictor(DecodeLimits(max_image_bytes=settings.max_image_bytes,
+                                         max_image_pixels=settings.max_image_pixels),
+                            worker_threads=settings.decode_threads),
+    )
+    app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
+    app.state.labelserve = state
+    install_error_handlers(app)
+    for router in (predict_router, models_router, health_router, metrics_router):
+        app.include_router(router)
+    app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)  # added last = outermost
+    return app

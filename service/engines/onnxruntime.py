@@ -1,0 +1,115 @@
+"""onnxruntime backend: one InferenceSession per model version.
+
+Only the CPU execution provider for now; `providers` is a constructor argument so a later change can pass CUDA or
+TensorRT providers chosen from settings and availability without touching the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from labelserve.bundle import Bundle
+from service.engines.base import EngineInfo, EngineLoadError
+
+__all__ = ["CPU_PROVIDERS", "OnnxRuntimeEngine"]
+
+logger = logging.getLogger(__name__)
+
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+_NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OnnxRuntimeEngine:
+    """Runs a bundle's `model.onnx` with onnxruntime."""
+
+    def __init__(self, bundle: Bundle, max_batch_size: int, intra_op_threads: int = 0,
+                 providers: Sequence[str] = CPU_PROVIDERS) -> None:
+        """Describe the engine; nothing is loaded until `load()`.
+
+        Args:
+            bundle: a verified model version.
+            max_batch_size: largest batch the batcher will send (already capped by the bundle's engine range).
+            intra_op_threads: onnxruntime intra-op thread count; 0 keeps onnxruntime's default.
+            providers: execution providers in order of preference.
+        """
+        spec = bundle.manifest.engine("onnx")
+        if spec is None:
+            raise EngineLoadError(f"{bundle.path} has no onnx engine; its engines are "
+                                  f"{[e.format for e in bundle.manifest.engines]}")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self._bundle = bundle
+        self._model_path = bundle.file(spec.file)
+        self._max_batch_size = min(max_batch_size, spec.max_batch)
+        self._intra_op_threads = intra_op_threads
+        self._providers = tuple(providers)
+        self._session: ort.InferenceSession | None = None
+        self._input_dtype: type[np.floating] = np.float32
+
+    @property
+    def info(self) -> EngineInfo:
+        """Engine name, the provider actually in use once loaded, and the batch cap."""
+        provider = self._session.get_providers()[0] if self._session is not None else self._providers[0]
+        return EngineInfo(name="onnxruntime", provider=provider, max_batch_size=self._max_batch_size)
+
+    def load(self) -> None:
+        """Create the session, check its inputs and outputs against the manifest, and warm up."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._intra_op_threads
+        options.inter_op_num_threads = 1  # one batch at a time; parallelism comes from intra-op threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(str(self._model_path), sess_options=options,
+                                           providers=list(self._providers))
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise EngineLoadError(f"onnxruntime cannot load {self._model_path}: {exc}") from exc
+        self._check_io(session)
+        self._session = session
+        self._warm_up()
+
+    def _check_io(self, session: ort.InferenceSession) -> None:
+        manifest = self._bundle.manifest
+        inputs = {i.name: i for i in session.get_inputs()}
+        if manifest.input_name not in inputs:
+            raise EngineLoadError(f"{self._model_path} has inputs {sorted(inputs)}, but the manifest says the input "
+                                  f"is {manifest.input_name!r}")
+        input_type = inputs[manifest.input_name].type
+        if input_type not in _NUMPY_DTYPES:
+            raise EngineLoadError(f"input {manifest.input_name!r} has type {input_type}; only float32/float16 work")
+        self._input_dtype = _NUMPY_DTYPES[input_type]
+        outputs = {o.name for o in session.get_outputs()}
+        wanted = {manifest.outputs.logits.name}
+        if manifest.outputs.attention is not None:
+            wanted.add(manifest.outputs.attention.name)
+        if missing := wanted - outputs:
+            raise EngineLoadError(f"{self._model_path} lacks outputs {sorted(missing)} listed in the manifest")
+
+    def _warm_up(self) -> None:
+        manifest = self._bundle.manifest
+        names = [manifest.outputs.logits.name]
+        if manifest.outputs.attention is not None:
+            names.append(manifest.outputs.attention.name)
+        for batch_size in sorted({1, self._max_batch_size}):
+            batch = np.zeros((batch_size, *manifest.input.shape), dtype=np.float32)
+            try:
+                outputs = self.run(batch, names)
+            except Exception as exc:
+                raise EngineLoadError(f"warm-up at batch {batch_size} failed for {self._model_path}: {exc}") from exc
+            logits = outputs[manifest.outputs.logits.name]
+            if logits.shape != (batch_size, len(manifest.labels)):
+                raise EngineLoadError(f"warm-up at batch {batch_size} gave logits of shape {logits.shape}, expected "
+                                      f"{(batch_size, len(manifest.labels))}")
+        logger.info("warmed up %s v%d on %s (batch 1..%d)", manifest.name, manifest.version, self.info.provider,
+                    self._max_batch_size)
+
+    def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run one `[B, 3, H, W]` batch and return the requested outputs as float32 arrays."""
+        if self._session is None:
+            raise RuntimeError("OnnxRuntimeEngine.run called before load()")
+        feed = {self._bundle.manifest.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
+        results = self._session.run(list(outputs), feed)
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(outputs, results, strict=True)}

@@ -1,0 +1,214 @@
+"""Domain errors of the service and the one place that turns them (and every other failure) into HTTP.
+
+Code below the routes raises these exceptions and knows nothing about status codes; `install_error_handlers`
+makes every error response the same JSON shape, `{"error": "<what was wrong>", "code": "<machine code>"}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = [
+    "ClientDisconnectedError",
+    "DeadlineExceededError",
+    "EngineError",
+    "ImageTooLargeError",
+    "InvalidImageError",
+    "InvalidParameterError",
+    "ModelNotFoundError",
+    "NotReadyError",
+    "QueueFullError",
+    "RequestTooLargeError",
+    "ServiceError",
+    "TooManyImagesError",
+    "UnsupportedImageError",
+    "UnsupportedMediaTypeError",
+    "error_response",
+    "install_error_handlers",
+    "status_code_for",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports to a client; `code` is the stable machine-readable name."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidImageError(ServiceError):
+    """The upload is an image format we read, but it is empty, corrupt or truncated."""
+
+    code = "invalid_image"
+
+
+class InvalidParameterError(ServiceError):
+    """A request parameter is well-formed but cannot be honoured (e.g. attention from a model without it)."""
+
+    code = "invalid_parameter"
+
+
+class ModelNotFoundError(ServiceError):
+    """The request names a model this server does not serve."""
+
+    code = "model_not_found"
+
+
+class ImageTooLargeError(ServiceError):
+    """One image has too many bytes or too many pixels."""
+
+    code = "image_too_large"
+
+
+class TooManyImagesError(ServiceError):
+    """More images in one request than `max_images_per_request`."""
+
+    code = "too_many_images"
+
+
+class RequestTooLargeError(ServiceError):
+    """The request body is larger than `max_request_bytes`."""
+
+    code = "request_too_large"
+
+
+class UnsupportedImageError(ServiceError):
+    """The upload is not an image in a format the service accepts."""
+
+    code = "unsupported_image"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    """The request or one of its parts was sent with a content type the endpoint does not take."""
+
+    code = "unsupported_media_type"
+
+
+class RetryableError(ServiceError):
+    """A temporary refusal: the client should retry after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
+class QueueFullError(RetryableError):
+    """The model's batch queue is full: the server is saturated."""
+
+    code = "queue_full"
+
+
+class NotReadyError(RetryableError):
+    """Models are still loading, or the server is shutting down."""
+
+    code = "not_ready"
+
+
+class DeadlineExceededError(ServiceError):
+    """The request did not finish within `request_timeout_s`."""
+
+    code = "deadline_exceeded"
+
+
+class EngineError(ServiceError):
+    """The inference engine failed on the batch this request was part of."""
+
+    code = "engine_error"
+
+
+class ClientDisconnectedError(ServiceError):
+    """The client went away before its answer was ready; the work was cancelled."""
+
+    code = "client_disconnected"
+
+
+# Most specific class first: status_code_for walks the exception's MRO.
+_STATUS: dict[type[ServiceError], int] = {
+    InvalidImageError: 400,
+    InvalidParameterError: 400,
+    ModelNotFoundError: 404,
+    ImageTooLargeError: 413,
+    TooManyImagesError: 413,
+    RequestTooLargeError: 413,
+    UnsupportedImageError: 415,
+    UnsupportedMediaTypeError: 415,
+    ClientDisconnectedError: 499,  # nginx's "client closed request"; nobody reads it, but logs and metrics do
+    EngineError: 500,
+    QueueFullError: 503,
+    NotReadyError: 503,
+    DeadlineExceededError: 504,
+}
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+               415: "unsupported_media_type"}
+
+
+def status_code_for(error: ServiceError) -> int:
+    """The HTTP status of a domain error (500 for any ServiceError without a mapping)."""
+    for cls in type(error).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 500
+
+
+def _body(message: str, code: str) -> dict[str, str]:
+    return {"error": message, "code": code}
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    """The JSON response for a domain error; also used by middleware that answers before routing."""
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RetryableError) else None
+    return JSONResponse(_body(error.message, error.code), status_code=status_code_for(error), headers=headers)
+
+
+def _describe_validation(errors: list[Any]) -> str:
+    parts = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+        parts.append(f"{location}: {error.get('msg', 'invalid')}" if location else str(error.get("msg", "invalid")))
+    return "invalid request: " + "; ".join(parts)
+
+
+async def _service_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServiceError)
+    status = status_code_for(error)
+    if status >= 500:
+        logger.warning("request failed: %s (%s)", error.message, error.code)
+    return error_response(error)
+
+
+async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse(_body(_describe_validation(list(error.errors())), "validation_error"), status_code=422)
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    # FastAPI wraps anything raised while it parses the body (our byte limit included) in a 400 HTTPException.
+    if isinstance(error.__cause__, ServiceError):
+        return error_response(error.__cause__)
+    code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
+    return JSONResponse(_body(str(error.detail), code), status_code=error.status_code, headers=error.headers)
+
+
+async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=error)
+    return JSONResponse(_body("internal server error", "internal_error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error response the `{"error", "code"}` shape."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

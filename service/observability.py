@@ -1,0 +1,189 @@
+"""Prometheus metrics, JSON logs and the request-id / request-metrics middleware.
+
+Metrics live on a per-app `CollectorRegistry`, so several apps in one process (tests) never clash. Names carry the
+`labelserve_` prefix and seconds as the unit; per-model series are labelled `model` and `version`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["REQUEST_ID_HEADER", "JsonFormatter", "Metrics", "ModelObserver", "RequestObservabilityMiddleware",
+           "configure_logging", "current_request_id"]
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("labelserve_request_id", default=None)
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_QUEUE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+_MODEL_LABELS = ("model", "version")
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled in this context, if any."""
+    return _REQUEST_ID.get()
+
+
+class Metrics:
+    """All of the service's Prometheus series, on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter("labelserve_requests", "HTTP requests by route and status code",
+                                ("method", "route", "status"), registry=reg)
+        self.request_latency = Histogram("labelserve_request_duration_seconds", "HTTP request latency",
+                                         ("method", "route"), buckets=_LATENCY_BUCKETS_S, registry=reg)
+        self.images = Counter("labelserve_images", "Images answered", _MODEL_LABELS, registry=reg)
+        self.batch_size = Histogram("labelserve_batch_size", "Images per engine call", _MODEL_LABELS,
+                                    buckets=_BATCH_BUCKETS, registry=reg)
+        self.queue_wait = Histogram("labelserve_queue_wait_seconds", "Time an image waited for its batch",
+                                    _MODEL_LABELS, buckets=_QUEUE_BUCKETS_S, registry=reg)
+        self.inference = Histogram("labelserve_inference_duration_seconds", "Engine time per batch",
+                                   _MODEL_LABELS, buckets=_LATENCY_BUCKETS_S, registry=reg)
+        self.queue_depth = Gauge("labelserve_queue_depth", "Images waiting for a batch", _MODEL_LABELS,
+                                 registry=reg)
+        self.rejections = Counter("labelserve_rejections", "Images refused before inference",
+                                  (*_MODEL_LABELS, "reason"), registry=reg)
+        self.model_info = Gauge("labelserve_model_info", "Models being served (value 1)",
+                                (*_MODEL_LABELS, "engine", "provider"), registry=reg)
+
+    def observer(self, model: str, version: int) -> ModelObserver:
+        """The batch observer that records into this model version's series."""
+        return ModelObserver(self, model, str(version))
+
+    def set_model_info(self, model: str, version: int, engine: str, provider: str) -> None:
+        """Mark a model version as served by `engine` on `provider`."""
+        self.model_info.labels(model, str(version), engine, provider).set(1)
+
+
+class ModelObserver:
+    """`BatchObserver` for one model version, writing into `Metrics`."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._batch_size = metrics.batch_size.labels(model, version)
+        self._queue_wait = metrics.queue_wait.labels(model, version)
+        self._inference = metrics.inference.labels(model, version)
+        self._queue_depth = metrics.queue_depth.labels(model, version)
+        self._images = metrics.images.labels(model, version)
+        self._rejections = metrics.rejections
+        self._labels = (model, version)
+
+    def observe_batch(self, size: int, inference_s: float) -> None:
+        """Record one engine call."""
+        self._batch_size.observe(size)
+        self._inference.observe(inference_s)
+        self._images.inc(size)
+
+    def observe_queue_wait(self, wait_s: float) -> None:
+        """Record one image's wait for its batch."""
+        self._queue_wait.observe(wait_s)
+
+    def set_queue_depth(self, depth: int) -> None:
+        """Record how many images wait."""
+        self._queue_depth.set(depth)
+
+    def observe_rejection(self, reason: str) -> None:
+        """Count one refused image."""
+        self._rejections.labels(*self._labels, reason).inc()
+
+
+_RESERVED_LOG_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, any `extra=` fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render `record` as a JSON line."""
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or _REQUEST_ID.get()
+        if request_id:
+            entry["request_id"] = request_id
+        entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED_LOG_KEYS and k != "request_id"})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send all logs (uvicorn's included) to stderr as JSON lines at `level`."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def _route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"  # raw paths would explode the label cardinality
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _VALID_REQUEST_ID.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestObservabilityMiddleware:
+    """Outermost ASGI middleware: request id in and out, one access log line, request count and latency."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope)
+        token = _REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_label(scope)
+            method = str(scope.get("method", ""))
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.request_latency.labels(method, route).observe(elapsed)
+            logger.info("%s %s %d %.1f ms", method, scope.get("path", ""), status, elapsed * 1000.0,
+                        extra={"status": status, "route": route, "duration_ms": round(elapsed * 1000.0, 3)})
+            _REQUEST_ID.reset(token)

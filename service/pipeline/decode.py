@@ -1,0 +1,87 @@
+"""Bytes -> RGB Pillow image, refusing what should not be decoded. Blocking: call it from a worker thread.
+
+The checks run cheapest first: byte count, then the format and the pixel count from the header (Pillow's `open`
+reads only the header), and only then the pixels. Conversion to RGB follows training's `load_rgb` (EXIF
+orientation applied, `convert("RGB")`), so served images look like evaluated ones; 16-bit images are scaled to 8
+bits instead of clipped.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import ImageTooLargeError, InvalidImageError, UnsupportedImageError
+
+__all__ = ["ACCEPTED_FORMATS", "DecodeLimits", "decode_image"]
+
+# Formats with a plain, well-tested decoder; EPS (Ghostscript) and exotic formats are never opened. Phones' MPO
+# files open through the JPEG plugin.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one uploaded image may cost."""
+
+    max_image_bytes: int
+    max_image_pixels: int
+
+
+def _open(data: bytes, filename: str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{filename}: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImageError(f"{filename} is not an image in an accepted format "
+                                    f"({', '.join(ACCEPTED_FORMATS)})") from exc
+    except _CORRUPT as exc:
+        raise InvalidImageError(f"{filename} has a corrupt image header: {exc}") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; 16-bit greyscale is rescaled (Pillow's own conversion clips it to white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float32)  # [H, W], 0..65535
+        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")  # uint8 [H, W] -> mode L -> RGB
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, filename: str, limits: DecodeLimits) -> Image.Image:
+    """Decode an uploaded image to RGB: first frame, EXIF orientation applied.
+
+    Raises:
+        InvalidImageError: empty, corrupt or truncated data (400).
+        ImageTooLargeError: too many bytes, or too many pixels according to the header (413).
+        UnsupportedImageError: not an image, or a format we do not open (415).
+    """
+    if not data:
+        raise InvalidImageError(f"{filename} is empty")
+    if len(data) > limits.max_image_bytes:
+        raise ImageTooLargeError(f"{filename} has {len(data)} bytes, over the limit of {limits.max_image_bytes} "
+                                 "(LABELSERVE_MAX_IMAGE_BYTES)")
+    image = _open(data, filename)
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidImageError(f"{filename} declares an empty size {width}x{height}")
+    if width * height > limits.max_image_pixels:
+        raise ImageTooLargeError(f"{filename} is {width}x{height} = {width * height} pixels, over the limit of "
+                                 f"{limits.max_image_pixels} (LABELSERVE_MAX_IMAGE_PIXELS)")
+    try:
+        image.seek(0)  # first frame of animations and multi-page files
+        image.load()
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{filename}: {exc}") from exc
+    except _CORRUPT as exc:
+        raise InvalidImageError(f"{filename} is corrupt or truncated: {exc}") from exc

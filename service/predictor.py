@@ -1,0 +1,87 @@
+"""One request's images from bytes to predictions: decode and preprocess on worker threads, batch on the model's
+batcher, postprocess on worker threads. The event loop only awaits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from labelserve.preprocess import PreprocessSpec
+from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, decode_image, postprocess, to_network_input
+from service.repository import ServedModel
+
+__all__ = ["ImageAnswer", "ImageUpload", "Predictor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageUpload:
+    """One uploaded file, already read."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ImageAnswer:
+    """One image's prediction and the size it was decoded at."""
+
+    filename: str
+    width: int
+    height: int
+    prediction: Prediction
+
+
+def _prepare(upload: ImageUpload, spec: PreprocessSpec, limits: DecodeLimits) -> tuple[np.ndarray, tuple[int, int]]:
+    image = decode_image(upload.data, upload.filename, limits)
+    return to_network_input(image, spec), image.size
+
+
+class Predictor:
+    """Runs the per-image pipeline on a bounded worker pool."""
+
+    def __init__(self, limits: DecodeLimits, worker_threads: int) -> None:
+        """Create the worker pool (threads start on first use).
+
+        Args:
+            limits: byte and pixel limits for each image.
+            worker_threads: threads for decode, preprocess and postprocess (Pillow and NumPy release the GIL).
+        """
+        self._limits = limits
+        self._pool = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="decode")
+
+    async def predict(self, model: ServedModel, uploads: Sequence[ImageUpload],
+                      options: PostprocessOptions) -> list[ImageAnswer]:
+        """Predict every upload concurrently (they can share batches); the first failing image fails the request.
+
+        Raises:
+            ServiceError: the first error of any image (the other images' work is cancelled).
+        """
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._predict_one(model, upload, options)) for upload in uploads]
+        except ExceptionGroup as errors:
+            raise _first_leaf(errors) from errors
+        return [task.result() for task in tasks]
+
+    async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
+        loop = asyncio.get_running_loop()
+        array, size = await loop.run_in_executor(self._pool, _prepare, upload, model.manifest.input, self._limits)
+        outputs = await model.batcher.infer(array, attention=options.attention)
+        prediction = await loop.run_in_executor(self._pool, postprocess, outputs, model.manifest, size, options)
+        return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)
+
+    def close(self) -> None:
+        """Stop the worker threads once their current job is done; queued jobs are dropped."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,0 +1,75 @@
+"""Service settings from `LABELSERVE_*` environment variables, validated once at the edge.
+
+`create_app(settings)` takes a `Settings` explicitly, so tests build their own; only `python -m service` (and the
+default of `create_app`) read the environment, through the cached `get_settings()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+MIB = 1 << 20
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with; each field is `LABELSERVE_<FIELD NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELSERVE_", extra="ignore", frozen=True,
+                                      protected_namespaces=())
+
+    model_repository: Path = Field(default=Path("models"), description="root of <model>/<version>/ folders")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    max_batch_size: int = Field(default=16, ge=1, description="upper bound; the engine's max_batch also caps it")
+    max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0,
+                                      description="longest a batch waits for more requests after its first one")
+    max_queue_size: int = Field(default=256, ge=1, description="queued images per model before 503")
+    request_timeout_s: float = Field(default=30.0, gt=0.0, description="whole-request deadline before 504")
+
+    max_image_bytes: int = Field(default=20 * MIB, ge=1)
+    max_request_bytes: int = Field(default=64 * MIB, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="width * height, checked from the header")
+    max_images_per_request: int = Field(default=32, ge=1)
+
+    decode_threads: int = Field(default=4, ge=1, description="threads for decode, preprocess and postprocess")
+    intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
+    attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
+    drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: object) -> str:
+        level = str(value).upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"LABELSERVE_LOG_LEVEL={value!r} is not a log level; use one of {', '.join(_LOG_LEVELS)}")
+        return level
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> Settings:
+        if self.max_request_bytes < self.max_image_bytes:
+            raise ValueError(
+                f"LABELSERVE_MAX_REQUEST_BYTES={self.max_request_bytes} is smaller than LABELSERVE_MAX_IMAGE_BYTES="
+                f"{self.max_image_bytes}, so a largest allowed image could never be uploaded; raise the request limit"
+            )
+        return self
+
+    @property
+    def log_level_number(self) -> int:
+        """`log_level` as a `logging` level number."""
+        return int(logging.getLevelName(self.log_level))
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process (call `get_settings.cache_clear()` to re-read)."""
+    return Settings()

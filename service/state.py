@@ -1,0 +1,35 @@
+"""The per-app state the routes work with, and the dependency that hands it to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.observability import Metrics
+from service.predictor import Predictor
+from service.repository import ModelRepository
+from service.settings import Settings
+
+__all__ = ["ServiceState", "StateDep", "get_state"]
+
+
+@dataclass
+class ServiceState:
+    """Everything one app instance owns; built by `create_app`, started and stopped by its lifespan."""
+
+    settings: Settings
+    metrics: Metrics
+    repository: ModelRepository
+    predictor: Predictor
+    ready: bool = False
+
+
+def get_state(request: Request) -> ServiceState:
+    """The state of the app handling `request`."""
+    state: ServiceState = request.app.state.labelserve
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]

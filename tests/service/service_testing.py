@@ -1,0 +1,34 @@
+"""Helpers shared by the service tests (imported by name: this folder is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from labelserve.bundle import MANIFEST_FILENAME
+
+Reference = Callable[[bytes], dict[str, float]]  # image bytes -> {label: probability}
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    """Encode an image as JPEG in memory."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def copy_model(source: Path, root: Path, name: str, version: int, drop_attention: bool = False) -> Path:
+    """Copy a bundle version under a new name/version by rewriting its manifest (no torch needed)."""
+    target = root / name / str(version)
+    shutil.copytree(source, target)
+    manifest = json.loads((target / MANIFEST_FILENAME).read_text(encoding="utf-8"))
+    manifest.update(name=name, version=version)
+    if drop_attention:
+        manifest["outputs"]["attention"] = None
+    (target / MANIFEST_FILENAME).write_text(json.dumps(manifest), encoding="utf-8")
+    return target

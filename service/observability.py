@@ -48,6 +48,8 @@ class Metrics:
                                 ("method", "route", "status"), registry=reg)
         self.request_latency = Histogram("labelserve_request_duration_seconds", "HTTP request latency",
                                          ("method", "route"), buckets=_LATENCY_BUCKETS_S, registry=reg)
+        self.in_flight = Gauge("labelserve_requests_in_flight", "HTTP requests being handled right now", ("method",),
+                               registry=reg)
         self.images = Counter("labelserve_images", "Images answered", _MODEL_LABELS, registry=reg)
         self.batch_size = Histogram("labelserve_batch_size", "Images per engine call", _MODEL_LABELS,
                                     buckets=_BATCH_BUCKETS, registry=reg)
@@ -168,6 +170,8 @@ class RequestObservabilityMiddleware:
         token = _REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
+        in_flight = self.metrics.in_flight.labels(str(scope.get("method", "")))
+        in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -179,6 +183,7 @@ class RequestObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            in_flight.dec()
             elapsed = time.perf_counter() - started
             route = _route_label(scope)
             method = str(scope.get("method", ""))

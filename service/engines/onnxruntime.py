@@ -62,6 +62,9 @@ class OnnxRuntimeEngine:
         options.intra_op_num_threads = self._intra_op_threads
         options.inter_op_num_threads = 1  # one batch at a time; parallelism comes from intra-op threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads would otherwise spin for a while after each batch, taking the cores that decode,
+        # preprocessing and the event loop need between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(self._model_path), sess_options=options,
                                            providers=list(self._providers))

@@ -6,14 +6,21 @@ whole suite pays for them once.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
+
+from labelserve.bundle import Bundle, load_bundle
+from labelserve.preprocess import preprocess
 
 TINY_IMAGE_SIZE = 64
 TINY_MODEL_NAME = "tiny"
+
+Reference = Callable[[bytes], dict[str, float]]  # image bytes -> {label: probability}
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +78,42 @@ def model_repository(tiny_checkpoint: Path, tiny_dataset: Path, photo_dir: Path,
     export_bundle(tiny_checkpoint, root, TINY_MODEL_NAME, max_batch=8,
                   parity_images=[tiny_dataset / "images" / "val", photo_dir])
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(model_repository: Path) -> Bundle:
+    """The tiny model's only version."""
+    return load_bundle(model_repository / "tiny" / "1")
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_bundle: Bundle) -> Reference:
+    """image bytes -> {label: probability}, from a plain onnxruntime session on the bundle."""
+    import onnxruntime as ort
+
+    manifest = tiny_bundle.manifest
+    session = ort.InferenceSession(str(tiny_bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
+
+    def run(data: bytes) -> dict[str, float]:
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+        batch = preprocess(rgb, manifest.input)[None]  # [1, 3, H, W]
+        logits = session.run([manifest.outputs.logits.name], {manifest.input_name: batch})[0][0]
+        probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        return dict(zip(manifest.labels, probabilities.tolist(), strict=True))
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def val_jpegs(tiny_dataset: Path) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the synthetic validation scenes."""
+    files = sorted((tiny_dataset / "images" / "val").glob("*.jpg"))
+    assert files, "the tiny dataset has no validation JPEGs"
+    return [(f.name, f.read_bytes()) for f in files]
+
+
+@pytest.fixture(scope="session")
+def photo_jpegs(photo_dir: Path) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the real photos (640x427)."""
+    return [(f.name, f.read_bytes()) for f in sorted(photo_dir.glob("*.jpg"))]

@@ -1,0 +1,117 @@
+"""Run the service as a real `python -m service` subprocess: started on a free port, stopped with SIGTERM.
+
+End-to-end tests and the benchmarks use it to measure the service exactly as it is deployed (uvicorn, HTTP, its
+own process). The port is chosen by the kernel (`LABELSERVE_PORT=0`) and read back from uvicorn's startup log line,
+so parallel runs never race for a port. Logs go to a file that a failing caller can print. Needs the `serve` and
+`dev` extras (httpx).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["ServerProcess", "start_server"]
+
+_LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running service process and where to reach it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        """Everything the server logged so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from a real Prometheus scrape of `/metrics` (0.0 when the series does not exist yet)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """SIGTERM, then check the shutdown was graceful: uvicorn finished in-flight requests, the lifespan drained
+        the batchers, and the process ended by the re-raised SIGTERM (uvicorn's way) or with code 0."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            exit_code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"server did not stop within {timeout_s} s after SIGTERM:\n{self.log()}") from None
+        assert exit_code in (0, -signal.SIGTERM), f"server exited with {exit_code}:\n{self.log()}"
+        assert "Application shutdown complete" in self.log(), f"lifespan shutdown did not finish:\n{self.log()}"
+
+
+def _environment(repository: Path, settings: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELSERVE_")}
+    env.update({"LABELSERVE_MODEL_REPOSITORY": str(repository), "LABELSERVE_HOST": "127.0.0.1",
+                "LABELSERVE_PORT": "0", "PYTHONUNBUFFERED": "1"})
+    env.update({f"LABELSERVE_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def _listening_url(log_path: Path) -> str | None:
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            message = json.loads(line).get("message", "")
+        except json.JSONDecodeError:
+            message = line
+        if match := _LISTENING.search(message):
+            return match.group(1)
+    return None
+
+
+def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0,
+                 **settings: str) -> ServerProcess:
+    """Start the service on `repository` and return once `/readyz` answers 200.
+
+    Args:
+        repository: model repository root.
+        log_dir: where `server.log` is written.
+        startup_timeout_s: how long loading and warm-up may take.
+        **settings: extra settings, e.g. `max_queue_delay_ms="50"` becomes `LABELSERVE_MAX_QUEUE_DELAY_MS=50`.
+    """
+    log_path = log_dir / "server.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=_REPO_ROOT, stdout=log_file,
+                                   stderr=subprocess.STDOUT, env=_environment(repository, settings))
+    deadline = time.monotonic() + startup_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode} during startup:\n"
+                                 f"{log_path.read_text(errors='replace')}")
+        url = _listening_url(log_path)
+        if url is not None and _is_ready(url):
+            return ServerProcess(process=process, url=url, log_path=log_path)
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    raise AssertionError(f"server was not ready within {startup_timeout_s} s:\n{log_path.read_text(errors='replace')}")
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint demo bench-engine bench-load clean
+.PHONY: serve test lint demo bench-engine bench-load bench-service clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench-engine: demo
 
 bench-load: $(STAMP)
 	$(BIN)/python -m bench.load --url http://$(HOST):$(PORT) --concurrency 32
+
+bench-service: demo
+	$(BIN)/python -m bench.service_vs_engine --repository $(REPOSITORY) --model demo --batch 16 --concurrency 32
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

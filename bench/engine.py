@@ -23,7 +23,7 @@ from labelserve.bundle import list_versions, load_bundle
 from labelserve.preprocess import PreprocessSpec, preprocess
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def open_session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -87,7 +87,7 @@ def main() -> None:
     version = args.version or list_versions(args.repository / args.model)[-1]
     bundle = load_bundle(args.repository / args.model / str(version))
     spec = bundle.manifest.input
-    session = _session(bundle.file("model.onnx"), args.threads)
+    session = open_session(bundle.file("model.onnx"), args.threads)
     outputs = ["logits", "attention"] if args.attention and bundle.manifest.outputs.attention else ["logits"]
     payloads = jpeg_payloads(max(args.batch_sizes) * 2, args.image_size, folder=args.images)
     rows = []

@@ -4,7 +4,8 @@
     python -m bench.load --url http://127.0.0.1:8000 --concurrency 1 8 32
 
 Each of `concurrency` clients posts one JPEG to /predict, waits for the JSON answer, and posts the next, for
-`--seconds`. The server's own /metrics is scraped before and after to report the mean batch size it formed.
+`--seconds`; requests are encoded once up front (`bench.lean_http`) so the client takes little of the CPU it
+shares with the server. The server's own /metrics is scraped before and after to report the mean batch size it formed.
 Prints a table and writes JSON (bench/results/load-*.json).
 """
 
@@ -21,50 +22,58 @@ import httpx
 
 from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads
+from bench.lean_http import Connection, ProtocolError, multipart_request
 
 _BATCH_SUM = re.compile(r"^labelserve_batch_size_sum\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
 _BATCH_COUNT = re.compile(r"^labelserve_batch_size_count\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
 
 
-async def _batch_totals(client: httpx.AsyncClient) -> tuple[float, float]:
-    text = (await client.get("/metrics")).text
+def _batch_totals(url: str) -> tuple[float, float]:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
     return sum(map(float, _BATCH_SUM.findall(text))), sum(map(float, _BATCH_COUNT.findall(text)))
 
 
-async def _client_loop(client: httpx.AsyncClient, payloads: list[bytes], offset: int, deadline: float,
-                       latencies: list[float], statuses: Counter, model: str | None) -> None:
+async def _client_loop(url: str, requests: list[bytes], offset: int, deadline: float, latencies: list[float],
+                       statuses: Counter) -> None:
+    connection = Connection(url)
     index = offset
-    data = {"model": model} if model else {}
-    while time.perf_counter() < deadline:
-        payload = payloads[index % len(payloads)]
-        index += 1
-        started = time.perf_counter()
-        try:
-            response = await client.post("/predict", files={"files": ("image.jpg", payload, "image/jpeg")},
-                                         data=data)
-            statuses[response.status_code] += 1
-            if response.status_code == 200:
+    try:
+        while time.perf_counter() < deadline:
+            request = requests[index % len(requests)]
+            index += 1
+            started = time.perf_counter()
+            try:
+                response = await connection.send(request)
+            except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
+                statuses[type(exc).__name__] += 1
+                await connection.close()
+                continue
+            statuses[response.status] += 1
+            if response.status == 200:
                 latencies.append(time.perf_counter() - started)
-        except httpx.HTTPError as exc:
-            statuses[type(exc).__name__] += 1
+    finally:
+        await connection.close()
 
 
-async def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes], model: str | None) -> dict:
-    """One closed-loop run at a fixed concurrency."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
-        warm_deadline = time.perf_counter() + min(2.0, seconds / 5)
-        await asyncio.gather(*(_client_loop(client, payloads, i, warm_deadline, [], Counter(), model)
-                               for i in range(concurrency)))
-        batch_sum0, batch_count0 = await _batch_totals(client)
-        latencies: list[float] = []
-        statuses: Counter = Counter()
-        started = time.perf_counter()
-        deadline = started + seconds
-        await asyncio.gather(*(_client_loop(client, payloads, i * 7, deadline, latencies, statuses, model)
-                               for i in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        batch_sum1, batch_count1 = await _batch_totals(client)
+async def _closed_loop(url: str, requests: list[bytes], concurrency: int, seconds: float, latencies: list[float],
+                       statuses: Counter) -> float:
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(_client_loop(url, requests, i * 7, deadline, latencies, statuses)
+                           for i in range(concurrency)))
+    return time.perf_counter() - started
+
+
+def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes], model: str | None) -> dict:
+    """One closed-loop run at a fixed concurrency: `concurrency` clients, one image per request, no think time."""
+    fields = {"model": model} if model else None
+    requests = [multipart_request(url, "/predict", f"image{i}.jpg", p, fields) for i, p in enumerate(payloads)]
+    asyncio.run(_closed_loop(url, requests, concurrency, min(2.0, seconds / 5), [], Counter()))  # warm-up
+    batch_sum0, batch_count0 = _batch_totals(url)
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    elapsed = asyncio.run(_closed_loop(url, requests, concurrency, seconds, latencies, statuses))
+    batch_sum1, batch_count1 = _batch_totals(url)
     batches = batch_count1 - batch_count0
     return {
         "concurrency": concurrency,
@@ -91,7 +100,7 @@ def main() -> None:
     payloads = jpeg_payloads(64, args.image_size, folder=args.images)
     rows = []
     for concurrency in args.concurrency:
-        result = asyncio.run(run_level(args.url, concurrency, args.seconds, payloads, args.model))
+        result = run_level(args.url, concurrency, args.seconds, payloads, args.model)
         rows.append(result)
         print(f"concurrency {concurrency}: {result['images_per_s']:.1f} img/s, "
               f"p50 {result['latency']['p50_ms']:.1f} ms, errors {result['errors']}", flush=True)

@@ -25,10 +25,17 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from training.data.synthetic import generate_objects_dataset
+    if args.task == "objects":
+        from training.data.synthetic import generate_objects_dataset
 
-    written = generate_objects_dataset(Path(args.out), num_train=args.train, num_val=args.val,
-                                       image_size=args.image_size, seed=args.seed, workers=args.workers)
+        written = generate_objects_dataset(Path(args.out), num_train=args.train, num_val=args.val,
+                                           image_size=args.image_size, seed=args.seed, workers=args.workers)
+    else:
+        from training.data.synthetic_attributes import generate_attributes_dataset
+
+        written = generate_attributes_dataset(Path(args.out), num_train=args.train, num_val=args.val,
+                                              height=args.image_size, width=args.image_size // 2, seed=args.seed,
+                                              workers=args.workers)
     for split, path in written.items():
         logger.info("%s: %s", split, path)
     return 0
@@ -95,12 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="generate the synthetic benchmark as a COCO-format dataset")
-    data.add_argument("task", choices=["objects"], help="which synthetic task")
+    data = commands.add_parser("data", help="generate a synthetic benchmark: objects (COCO json) or attributes (CSV)")
+    data.add_argument("task", choices=["objects", "attributes"], help="which synthetic task")
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--train", type=int, default=4000, help="training images")
     data.add_argument("--val", type=int, default=800, help="validation images")
-    data.add_argument("--image-size", type=int, default=160, help="side of the square images in pixels")
+    data.add_argument("--image-size", type=int, default=160,
+                      help="objects: side of the square images; attributes: height (width is half), in pixels")
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--workers", type=int, default=2, help="rendering processes")
     data.set_defaults(func=_cmd_data)

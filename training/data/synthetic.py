@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from training.data.shapes import shape_rings
 
-__all__ = ["OBJECT_CLASSES", "SCENE_TYPES", "ObjectClass", "SceneType", "generate_objects_dataset", "render_scene"]
+__all__ = ["OBJECT_CLASSES", "SCENE_TYPES", "ObjectClass", "SceneType", "background", "generate_objects_dataset",
+           "render_scene"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _rng_for(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_IDS[split], index]))
 
 
-def _background(rng: np.random.Generator, size: int, palette: tuple[RGB, RGB]) -> Image.Image:
+def background(rng: np.random.Generator, size: int, palette: tuple[RGB, RGB]) -> Image.Image:
     """A textured background: a random-direction gradient, low-frequency blotches, fine noise and clutter lines."""
     low, high = (np.asarray(c, dtype=np.float32) for c in palette)
     angle = rng.uniform(0, 2 * math.pi)
@@ -199,7 +200,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, str,
         The RGB image, the scene type's name and the objects placed (drawn in list order, later ones on top).
     """
     scene = SCENE_TYPES[int(rng.integers(len(SCENE_TYPES)))]
-    image = _background(rng, size, scene.background)
+    image = background(rng, size, scene.background)
     masks: list[np.ndarray] = []
     visible: list[np.ndarray] = []
     classes: list[int] = []

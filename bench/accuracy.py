@@ -1,0 +1,199 @@
+"""Every seed method side by side on the synthetic benchmark: same backbone, image size, epochs and seed per task.
+
+    python -m bench.accuracy --preset cpu      # this 2-core machine, well under 30 minutes
+    python -m bench.accuracy --preset gpu      # a CUDA machine: more data, larger images, a real ResNet
+    python -m bench.accuracy --preset smoke    # a minute: checks the harness, numbers mean nothing
+
+Trains and evaluates each row, then prints mAP / CF1 / OF1 / mA / pointing game / parameters / inference images per
+second, and writes JSON (bench/results/accuracy-<preset>-*.json). Rows: linear+BCE, linear+ASL, query2label+ASL,
+mldecoder+ASL, mldecoder+AAM, gcn+AAM on `objects`; linear+BCE and label2label+BCE on `attributes` (with the
+label2label attribute-query network's own mA beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench._common import RESULTS_DIR, format_table, write_results
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.config import load_config
+from training.train import resolve_device, run_training
+
+logger = logging.getLogger("bench.accuracy")
+
+CACHE = Path(".cache") / "bench"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Data size, backbone and schedule shared by every row of a run."""
+
+    objects: tuple[int, int, int]  # train images, val images, side
+    attributes: tuple[int, int, int, int]  # train images, val images, height, width
+    backbone: str
+    backbone_overrides: tuple[str, ...]
+    epochs: int
+    batch_size: int
+    workers: int
+    width: int  # transformer heads' hidden size
+
+
+PRESETS = {
+    "smoke": Preset(objects=(64, 32, 64), attributes=(64, 32, 64, 32), backbone="test_resnet",
+                    backbone_overrides=("model.feature_index=-2",), epochs=1, batch_size=16, workers=0, width=32),
+    "cpu": Preset(objects=(2000, 500, 96), attributes=(2000, 500, 96, 48), backbone="test_resnet",
+                  backbone_overrides=("model.feature_index=-2",), epochs=6, batch_size=32, workers=0, width=128),
+    "gpu": Preset(objects=(12000, 2000, 192), attributes=(12000, 2000, 192, 96), backbone="resnet18",
+                  backbone_overrides=(), epochs=12, batch_size=64, workers=8, width=256),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method: head + loss on a task."""
+
+    name: str
+    task: str
+    head: str
+    loss: str
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def rows(width: int) -> list[Row]:
+    """The methods of the comparison, with transformer widths scaled to the preset."""
+    decoder = {"embed_dim": width, "ffn_dim": 2 * width, "num_heads": 4}
+    return [
+        Row("linear+BCE", "objects", "linear", "bce"),
+        Row("linear+ASL", "objects", "linear", "asl"),
+        Row("query2label+ASL", "objects", "query2label", "asl",
+            {"hidden_dim": width, "keep_input_proj": True, "ffn_dim": 2 * width}),
+        Row("mldecoder+ASL", "objects", "mldecoder", "asl", decoder),
+        Row("mldecoder+AAM", "objects", "mldecoder", "aam", {**decoder, "cosine": True}),
+        Row("gcn+AAM", "objects", "gcn", "aam"),
+        Row("linear+BCE", "attributes", "linear", "bce"),
+        Row("label2label+BCE", "attributes", "label2label", "bce", {"hidden_dim": width, "ffn_dim": 2 * width}),
+    ]
+
+
+def _objects_data(preset: Preset) -> tuple[str, list[str]]:
+    from training.data.synthetic import generate_objects_dataset
+
+    train, val, side = preset.objects
+    root = CACHE / f"objects-{train}-{val}-{side}"
+    if not (root / "annotations" / "instances_val.json").is_file():
+        generate_objects_dataset(root, num_train=train, num_val=val, image_size=side, seed=0, workers=2)
+    return "coco", [f"data.train_annotations={root / 'annotations' / 'instances_train.json'}",
+                    f"data.val_annotations={root / 'annotations' / 'instances_val.json'}",
+                    f"data.image_size={side}"]
+
+
+def _attributes_data(preset: Preset) -> tuple[str, list[str]]:
+    from training.data.synthetic_attributes import generate_attributes_dataset
+
+    train, val, height, width = preset.attributes
+    root = CACHE / f"attributes-{train}-{val}-{height}x{width}"
+    if not (root / "annotations" / "attributes_val.csv").is_file():
+        generate_attributes_dataset(root, num_train=train, num_val=val, height=height, width=width, seed=0,
+                                    workers=2)
+    # a square network input keeps one config for every row; the figure is squashed, as the references squash
+    return "attributes", [f"data.train_annotations={root / 'annotations' / 'attributes_train.csv'}",
+                          f"data.val_annotations={root / 'annotations' / 'attributes_val.csv'}",
+                          f"data.image_size={height}", "data.hflip=true"]
+
+
+def _inference_speed(checkpoint: Path, side: int, device: torch.device, batch: int = 32) -> float:
+    model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device)
+    images = torch.randn(batch, 3, side, side, device=device)
+    with torch.no_grad():
+        for _ in range(3):
+            model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started, runs = time.perf_counter(), 0
+        while time.perf_counter() - started < 2.0:
+            model(images)
+            runs += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return batch * runs / (time.perf_counter() - started)
+
+
+def run_row(row: Row, preset: Preset, out: Path) -> dict[str, Any]:
+    """Train one method and collect its numbers."""
+    fmt, data_overrides = (_objects_data if row.task == "objects" else _attributes_data)(preset)
+    config = load_config(None, [
+        f"task={row.task}", f"data.format={fmt}", *data_overrides, f"data.batch_size={preset.batch_size}",
+        f"data.workers={preset.workers}", f"model.backbone={preset.backbone}", *preset.backbone_overrides,
+        f"model.head={row.head}", f"model.head_kwargs={row.head_kwargs or {}}", f"loss.name={row.loss}",
+        "optim.lr=2e-3", "optim.weight_decay=1e-4", f"optim.epochs={preset.epochs}", "seed=0", "tensorboard=false",
+        f"output_dir={out / (row.task + '-' + row.name.replace('+', '-'))}",
+    ])
+    started = time.perf_counter()
+    result = run_training(config, show_progress=False)
+    train_seconds = time.perf_counter() - started
+    metrics = result.best_metrics
+    model = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
+    return {
+        "method": row.name, "task": row.task, "mAP": metrics.get("mAP"), "CF1": metrics.get("CF1"),
+        "OF1": metrics.get("OF1"), "mA": metrics.get("mA"), "aux_mA": metrics.get("aux_mA"),
+        "pointing_game": metrics.get("pointing_game"),
+        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+        "images_per_s": _inference_speed(result.best_checkpoint, config.data.image_size,
+                                          resolve_device(config.device)),
+        "train_seconds": train_seconds, "epochs_run": len(result.history),
+    }
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    table = [{"task": r["task"], "method": r["method"], "mAP": pct(r["mAP"]), "CF1": pct(r["CF1"]),
+              "OF1": pct(r["OF1"]), "mA": pct(r["mA"]), "AQN mA": pct(r["aux_mA"]),
+              "pointing": pct(r["pointing_game"]), "params (M)": f"{r['params_M']:.2f}",
+              "img/s": f"{r['images_per_s']:.0f}", "train s": f"{r['train_seconds']:.0f}"} for r in results]
+    return format_table(table, list(table[0]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--only", nargs="*", help="run only these methods (e.g. query2label+ASL)")
+    parser.add_argument("--task", choices=["objects", "attributes"], help="run only this task's rows")
+    parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/accuracy-<preset>-<time>.json)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("training.train", "training.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    preset = PRESETS[args.preset]
+    runs = CACHE / f"runs-{args.preset}"
+    results: list[dict[str, Any]] = []
+    selected = [r for r in rows(preset.width) if (not args.only or r.name in args.only)
+                and (not args.task or r.task == args.task)]
+    out = args.out or RESULTS_DIR / f"accuracy-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    for index, row in enumerate(selected, start=1):
+        logger.info("[%d/%d] %s on %s", index, len(selected), row.name, row.task)
+        results.append(run_row(row, preset, runs))
+        logger.info("[%d/%d] %s: mAP %.4f (%.0f s)", index, len(selected), row.name, results[-1]["mAP"],
+                    results[-1]["train_seconds"])
+        # rewritten after every row, so a run cut short still leaves what it measured
+        write_results(f"accuracy-{args.preset}", {"preset": args.preset, "preset_config": preset.__dict__,
+                                                  "device": _device_name(), "rows": results}, out)
+    print()
+    print(_table(results))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -83,3 +83,16 @@ def test_backbone_kwargs_reach_timm() -> None:
     model = create_model("linear", "resnet18", 4, backbone_kwargs={"channels": (16, 32, 48, 64), "stem_width": 16})
     assert model.backbone.channels == 64
     assert model.config["backbone_kwargs"]["channels"] == (16, 32, 48, 64)
+
+
+def test_attention_comes_from_the_chosen_decoder_layer() -> None:
+    torch.manual_seed(0)
+    first = Query2LabelHead(in_channels=32, num_classes=5, dec_layers=3, attention_layer=0).eval()
+    last = Query2LabelHead(in_channels=32, num_classes=5, dec_layers=3, attention_layer=-1).eval()
+    last.load_state_dict(first.state_dict())
+    features = torch.randn(2, 32, 4, 6)
+    with torch.no_grad():
+        from_first, from_last = first(features), last(features)
+    assert torch.equal(from_first.logits, from_last.logits)  # the choice only changes which map is returned
+    assert from_first.attention.shape == from_last.attention.shape == (2, 5, 4, 6)
+    assert not torch.allclose(from_first.attention, from_last.attention)

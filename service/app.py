@@ -1,11 +1,13 @@
 """`create_app(settings)`: the FastAPI app with its routers, error handlers, middleware and lifespan.
 
-The lifespan loads and warms every model before the server accepts connections and marks the app ready; on
-shutdown it marks it not ready, then lets the batchers finish what is queued (bounded by `drain_timeout_s`).
+The lifespan loads and warms every model before the server accepts connections and marks the app ready, then
+watches the repository for new versions; on shutdown it marks it not ready, then lets the batchers finish what is
+queued (bounded by `drain_timeout_s`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -32,13 +34,19 @@ logger = logging.getLogger(__name__)
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.labelserve
     started = time.monotonic()
+    watcher: asyncio.Task[None] | None = None
     try:
         await state.repository.load_all()
         state.ready = bool(state.repository.models())
         logger.info("startup took %.2f s; ready=%s, models: %s", time.monotonic() - started, state.ready,
                     ", ".join(f"{m.name} v{m.version}" for m in state.repository.models()) or "none")
+        if state.settings.repository_poll_s > 0:
+            watcher = asyncio.create_task(state.repository.watch(state.settings.repository_poll_s),
+                                          name="repository-watcher")
         yield
     finally:
+        if watcher is not None:
+            watcher.cancel()
         state.ready = False
         logger.info("shutting down: draining queued requests (up to %.1f s)", state.settings.drain_timeout_s)
         await state.repository.stop(state.settings.drain_timeout_s)

@@ -63,6 +63,9 @@ class Metrics:
                                   (*_MODEL_LABELS, "reason"), registry=reg)
         self.model_info = Gauge("labelserve_model_info", "Models being served (value 1)",
                                 (*_MODEL_LABELS, "engine", "provider"), registry=reg)
+        self.model_loads = Counter("labelserve_model_loads", "Model version loads by result (success, failure)",
+                                   (*_MODEL_LABELS, "result"), registry=reg)
+        self._info_labels: dict[tuple[str, str], tuple[str, str]] = {}
 
     def observer(self, model: str, version: int) -> ModelObserver:
         """The batch observer that records into this model version's series."""
@@ -71,6 +74,13 @@ class Metrics:
     def set_model_info(self, model: str, version: int, engine: str, provider: str) -> None:
         """Mark a model version as served by `engine` on `provider`."""
         self.model_info.labels(model, str(version), engine, provider).set(1)
+        self._info_labels[(model, str(version))] = (engine, provider)
+
+    def clear_model_info(self, model: str, version: int) -> None:
+        """Drop the info series of a version that is no longer served."""
+        labels = self._info_labels.pop((model, str(version)), None)
+        if labels is not None:
+            self.model_info.remove(model, str(version), *labels)
 
 
 class ModelObserver:

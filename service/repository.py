@@ -1,21 +1,34 @@
 """The model repository as the service sees it: which model versions are served, each with engine and batcher.
 
-At startup every model folder is scanned and its newest version that loads is served; a broken version or model
-is logged and skipped, so the rest still come up. Loading one version (`_load_version`) and installing it
-(`_install`) are separate steps, so a later watcher can load a new version next to the old one and swap it in.
+`sync()` brings the served set in line with the folder: for every model, the versions its policy wants
+(`service.model_config`; default: the newest one that loads). A new version is loaded and warmed next to the old
+one, installed, and only then is the old one unloaded, after the requests holding it have finished (leases), so a
+swap neither fails nor drops a request. A version that fails to verify or warm up is refused, logged and counted;
+it is retried only once its manifest changes. `watch()` calls `sync()` every `repository_poll_s` seconds, so a
+version that `labelserve export` writes (atomically: staged, then renamed into place) is picked up by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from labelserve.bundle import Bundle, BundleError, Manifest, list_versions, load_bundle, validate_model_name
+from labelserve.bundle import (
+    MANIFEST_FILENAME,
+    Bundle,
+    BundleError,
+    Manifest,
+    list_versions,
+    load_bundle,
+    validate_model_name,
+)
 from service.batching import DynamicBatcher
 from service.engines import Engine, EngineLoadError, create_engine
 from service.errors import ModelNotFoundError, NotReadyError
+from service.model_config import ModelConfig, ModelConfigError, load_model_config
 from service.observability import Metrics
 from service.settings import Settings
 
@@ -28,13 +41,16 @@ class RepositoryError(Exception):
     """The repository root itself is unusable (missing, not a folder): the service cannot start."""
 
 
-@dataclass(frozen=True)
 class ServedModel:
-    """One model version being served."""
+    """One model version being served, and how many requests hold it right now."""
 
-    bundle: Bundle
-    engine: Engine
-    batcher: DynamicBatcher
+    def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher) -> None:
+        self.bundle = bundle
+        self.engine = engine
+        self.batcher = batcher
+        self._leases = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def manifest(self) -> Manifest:
@@ -56,15 +72,45 @@ class ServedModel:
         """Whether the network outputs attention maps."""
         return self.manifest.outputs.attention is not None
 
+    def acquire(self) -> None:
+        """A request starts using this version."""
+        self._leases += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        """A request is done with this version."""
+        self._leases -= 1
+        if self._leases == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request holds this version; False if `timeout_s` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _manifest_stamp(version_dir: Path) -> int:
+    try:
+        return (version_dir / MANIFEST_FILENAME).stat().st_mtime_ns
+    except OSError:
+        return -1
+
 
 class ModelRepository:
-    """Loads the repository's models and hands them to requests by name."""
+    """Loads the repository's models, keeps them in sync with the folder, and lends them to requests."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._root = Path(settings.model_repository)
         self._settings = settings
         self._metrics = metrics
-        self._models: dict[str, ServedModel] = {}
+        self._models: dict[str, dict[int, ServedModel]] = {}
+        self._refused: dict[Path, int] = {}  # version folder -> manifest stamp when it was refused
+        self._unloading: set[asyncio.Task[None]] = set()
+        self._empty: set[str] = set()  # models already reported as having no versions
+        self._sync_lock = asyncio.Lock()
 
     @property
     def root(self) -> Path:
@@ -72,81 +118,169 @@ class ModelRepository:
         return self._root
 
     def models(self) -> list[ServedModel]:
-        """Served models, sorted by name."""
-        return [self._models[name] for name in sorted(self._models)]
+        """Served model versions, sorted by name, then version."""
+        return [self._models[name][version] for name in sorted(self._models) for version in sorted(self._models[name])]
 
-    def get(self, name: str | None = None) -> ServedModel:
-        """The served model called `name`, or the default (first by name) when `name` is None.
+    def get(self, name: str | None = None, version: int | None = None) -> ServedModel:
+        """The served model `name` (default: the first by name) at `version` (default: its newest served).
 
         Raises:
-            ModelNotFoundError: no model of that name is served.
+            ModelNotFoundError: no model of that name, or not that version, is served.
             NotReadyError: no model is served at all.
         """
         if not self._models:
             raise NotReadyError("no model is loaded yet")
-        if name is None:
-            return self._models[min(self._models)]
-        model = self._models.get(name)
-        if model is None:
+        name = min(self._models) if name is None else name
+        versions = self._models.get(name)
+        if versions is None:
             raise ModelNotFoundError(f"unknown model {name!r}; this server serves: {', '.join(sorted(self._models))}")
-        return model
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise ModelNotFoundError(f"model {name!r} has no served version {version}; served versions: "
+                                     f"{', '.join(map(str, sorted(versions)))}")
+        return versions[version]
+
+    @asynccontextmanager
+    async def lease(self, name: str | None = None, version: int | None = None) -> AsyncIterator[ServedModel]:
+        """`get()`, holding the version so an unload waits for this request to finish with it."""
+        served = self.get(name, version)
+        served.acquire()
+        try:
+            yield served
+        finally:
+            served.release()
 
     async def load_all(self) -> None:
-        """Scan the root and serve the newest loadable version of every model folder."""
+        """First sync at startup; the root must exist."""
         if not self._root.is_dir():
             raise RepositoryError(f"model repository {self._root.resolve()} is not a folder; set "
                                   "LABELSERVE_MODEL_REPOSITORY (or `labelserve serve --repository`) to the folder "
                                   "that holds <model>/<version>/manifest.json, e.g. after `labelserve export`")
-        for model_dir in sorted(p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            try:
-                validate_model_name(model_dir.name)
-            except ValueError as exc:
-                logger.error("skipping %s: %s", model_dir, exc)
-                continue
-            loaded = await asyncio.to_thread(self._load_newest, model_dir)
-            if loaded is not None:
-                self._install(*loaded)
+        await self.sync()
         if not self._models:
             logger.error("no model could be loaded from %s; the service stays not ready", self._root.resolve())
 
-    def _load_newest(self, model_dir: Path) -> tuple[Bundle, Engine] | None:
-        """Blocking: the newest version of a model that verifies and warms up, trying older ones on failure."""
-        versions = list_versions(model_dir)
-        if not versions:
-            logger.error("skipping %s: no integer version folders", model_dir)
-        for version in reversed(versions):
-            try:
-                return self._load_version(model_dir / str(version))
-            except (BundleError, EngineLoadError) as exc:
-                logger.error("cannot serve %s: %s", model_dir / str(version), exc)
-        return None
+    async def sync(self) -> None:
+        """Load what the folder and the policies want, unload what they no longer want."""
+        async with self._sync_lock:
+            present: set[str] = set()
+            for model_dir in sorted(p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                try:
+                    validate_model_name(model_dir.name)
+                except ValueError as exc:
+                    logger.error("skipping %s: %s", model_dir, exc)
+                    continue
+                present.add(model_dir.name)
+                await self._sync_model(model_dir)
+            for name in set(self._models) - present:
+                logger.warning("model folder %s disappeared; unloading it", self._root / name)
+                for version in list(self._models[name]):
+                    self._unload(name, version)
 
-    def _load_version(self, version_dir: Path) -> tuple[Bundle, Engine]:
+    async def watch(self, interval_s: float) -> None:
+        """Call `sync()` every `interval_s` seconds until cancelled; a failing sync is logged and retried."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sync()
+            except Exception:  # a watcher that dies silently would stop every future reload
+                logger.exception("repository sync failed; retrying in %.1f s", interval_s)
+
+    async def _sync_model(self, model_dir: Path) -> None:
+        name = model_dir.name
+        try:
+            config = load_model_config(model_dir)
+        except ModelConfigError as exc:
+            if name not in self._models:
+                logger.error("cannot serve %s: %s", name, exc)
+            else:
+                logger.error("keeping %s as it is: %s", name, exc)
+            return
+        served = self._models.get(name, {})
+        versions = list_versions(model_dir)
+        if not versions and name not in self._empty:
+            logger.error("nothing to serve in %s: no integer version folders", model_dir)
+        self._empty = self._empty - {name} | ({name} if not versions else set())
+        wanted: list[int] = []
+        for version in config.version_policy.candidates(versions):
+            if config.version_policy.count is not None and len(wanted) >= config.version_policy.count:
+                break
+            if version in served or await self._try_load(model_dir / str(version), config):
+                wanted.append(version)
+        for version in [v for v in self._models.get(name, {}) if v not in wanted]:
+            self._unload(name, version)
+
+    async def _try_load(self, version_dir: Path, config: ModelConfig) -> bool:
+        """Load and install a version unless it was refused before in its current state; False if it fails."""
+        stamp = _manifest_stamp(version_dir)
+        if self._refused.get(version_dir) == stamp:
+            return False
+        name, version = version_dir.parent.name, version_dir.name
+        try:
+            bundle, engine = await asyncio.to_thread(self._load_version, version_dir, config)
+        except (BundleError, EngineLoadError) as exc:
+            self._refused[version_dir] = stamp
+            self._metrics.model_loads.labels(name, version, "failure").inc()
+            logger.error("refusing %s: %s", version_dir, exc)
+            return False
+        self._refused.pop(version_dir, None)
+        self._metrics.model_loads.labels(name, version, "success").inc()
+        self._install(bundle, engine, config)
+        return True
+
+    def _load_version(self, version_dir: Path, config: ModelConfig) -> tuple[Bundle, Engine]:
         """Blocking: verify checksums, build the engine and warm it up."""
         bundle = load_bundle(version_dir, verify_checksums=True)
-        engine = create_engine(bundle, max_batch_size=self._settings.max_batch_size,
+        if bundle.manifest.name != version_dir.parent.name or bundle.manifest.version != int(version_dir.name):
+            raise BundleError(f"{version_dir} holds {bundle.manifest.name} v{bundle.manifest.version} according to "
+                              "its manifest; the folder and the manifest must agree")
+        engine = create_engine(bundle, max_batch_size=config.max_batch_size or self._settings.max_batch_size,
                                intra_op_threads=self._settings.intra_op_threads)
         engine.load()
         return bundle, engine
 
-    def _install(self, bundle: Bundle, engine: Engine) -> None:
-        """Start a batcher for a loaded version and make it the one requests get (event loop thread)."""
+    def _install(self, bundle: Bundle, engine: Engine, config: ModelConfig) -> None:
+        """Start a batcher for a loaded version and let requests have it (event loop thread)."""
         manifest = bundle.manifest
         attention = manifest.outputs.attention
         batcher = DynamicBatcher(
             engine, logits_output=manifest.outputs.logits.name,
             attention_output=attention.name if attention is not None else None,
-            max_batch_size=engine.info.max_batch_size, max_queue_delay_ms=self._settings.max_queue_delay_ms,
-            max_queue_size=self._settings.max_queue_size,
-            observer=self._metrics.observer(manifest.name, manifest.version), name=manifest.name,
+            max_batch_size=engine.info.max_batch_size,
+            max_queue_delay_ms=(config.max_queue_delay_ms if config.max_queue_delay_ms is not None
+                                else self._settings.max_queue_delay_ms),
+            max_queue_size=config.max_queue_size or self._settings.max_queue_size,
+            observer=self._metrics.observer(manifest.name, manifest.version),
+            name=f"{manifest.name}-v{manifest.version}",
         )
         batcher.start()
-        self._models[manifest.name] = ServedModel(bundle=bundle, engine=engine, batcher=batcher)
+        self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher)
         self._metrics.set_model_info(manifest.name, manifest.version, engine.info.name, engine.info.provider)
         logger.info("serving %s v%d from %s (%s, max batch %d)", manifest.name, manifest.version, bundle.path,
                     engine.info.provider, engine.info.max_batch_size)
 
+    def _unload(self, name: str, version: int) -> None:
+        """Stop lending a version now; stop its batcher once the requests holding it are done (in the background)."""
+        versions = self._models[name]
+        served = versions.pop(version)
+        if not versions:
+            del self._models[name]
+        self._metrics.clear_model_info(name, version)
+        task = asyncio.get_running_loop().create_task(self._retire(served), name=f"retire-{name}-v{version}")
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+
+    async def _retire(self, served: ServedModel) -> None:
+        timeout = self._settings.drain_timeout_s
+        if not await served.wait_idle(timeout):
+            logger.warning("%s v%d still had requests after %.1f s; stopping it anyway", served.name, served.version,
+                           timeout)
+        await served.batcher.stop(timeout)
+        logger.info("unloaded %s v%d", served.name, served.version)
+
     async def stop(self, timeout_s: float) -> None:
         """Stop every batcher, serving what is already queued within `timeout_s` in total."""
-        models, self._models = list(self._models.values()), {}
-        await asyncio.gather(*(model.batcher.stop(timeout_s) for model in models))
+        models = self.models()
+        self._models = {}
+        await asyncio.gather(*(model.batcher.stop(timeout_s) for model in models), *self._unloading)

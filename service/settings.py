@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
     attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
+    repository_poll_s: float = Field(default=5.0, ge=0.0,
+                                     description="how often the repository is re-read for new versions; 0 = never")
 
     @field_validator("log_level", mode="before")
     @classmethod

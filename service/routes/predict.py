@@ -74,21 +74,22 @@ async def predict(
     state: StateDep,
     files: Annotated[list[UploadFile], File(description="one or more images (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
     model: Annotated[str | None, Form(description="model name; default: the first served model by name")] = None,
+    version: Annotated[int | None, Form(ge=1, description="model version; default: the newest served")] = None,
     top_k: Annotated[int | None, Form(ge=1, description="return only the k most probable labels")] = None,
     threshold: Annotated[float | None, Form(ge=0.0, le=1.0, description="overrides every per-label threshold")] = None,
     attention: Annotated[bool, Form(description="return attention maps of the predicted labels")] = False,
 ) -> PredictResponse:
     """Label every uploaded image; one result per file, in upload order."""
     settings = state.settings
-    served = state.repository.get(model)
     if len(files) > settings.max_images_per_request:
         raise TooManyImagesError(f"{len(files)} images in one request, over the limit of "
                                  f"{settings.max_images_per_request} (LABELSERVE_MAX_IMAGES_PER_REQUEST)")
-    if attention and not served.has_attention:
-        raise InvalidParameterError(f"model {served.name!r} has no attention output; send attention=false")
-    uploads = [await _read_upload(upload, index, settings.max_image_bytes) for index, upload in enumerate(files)]
-    options = PostprocessOptions(top_k=top_k, threshold=threshold, attention=attention,
-                                 attention_max_side=settings.attention_max_side)
-    answers = await run_guarded(request, state.predictor.predict(served, uploads, options),
-                                settings.request_timeout_s)
+    async with state.repository.lease(model, version) as served:
+        if attention and not served.has_attention:
+            raise InvalidParameterError(f"model {served.name!r} has no attention output; send attention=false")
+        uploads = [await _read_upload(upload, index, settings.max_image_bytes) for index, upload in enumerate(files)]
+        options = PostprocessOptions(top_k=top_k, threshold=threshold, attention=attention,
+                                     attention_max_side=settings.attention_max_side)
+        answers = await run_guarded(request, state.predictor.predict(served, uploads, options),
+                                    settings.request_timeout_s)
     return PredictResponse(model=served.name, version=served.version, results=[_to_result(a) for a in answers])

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
+    "API_KEY_HEADER",
     "ClientDisconnectedError",
     "DeadlineExceededError",
     "EngineError",
@@ -27,6 +28,7 @@ __all__ = [
     "RequestTooLargeError",
     "ServiceError",
     "TooManyImagesError",
+    "UnauthorizedError",
     "UnsupportedImageError",
     "UnsupportedMediaTypeError",
     "error_response",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
 
 
 class ServiceError(Exception):
@@ -95,6 +99,12 @@ class UnsupportedMediaTypeError(ServiceError):
     code = "unsupported_media_type"
 
 
+class UnauthorizedError(ServiceError):
+    """An inference route was called without the API key the server was configured with."""
+
+    code = "unauthorized"
+
+
 class RetryableError(ServiceError):
     """A temporary refusal: the client should retry after `retry_after_s` seconds."""
 
@@ -137,6 +147,7 @@ class ClientDisconnectedError(ServiceError):
 _STATUS: dict[type[ServiceError], int] = {
     InvalidImageError: 400,
     InvalidParameterError: 400,
+    UnauthorizedError: 401,
     ModelNotFoundError: 404,
     ImageTooLargeError: 413,
     TooManyImagesError: 413,
@@ -168,6 +179,8 @@ def _body(message: str, code: str) -> dict[str, str]:
 def error_response(error: ServiceError) -> JSONResponse:
     """The JSON response for a domain error; also used by middleware that answers before routing."""
     headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RetryableError) else None
+    if isinstance(error, UnauthorizedError):
+        headers = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
     return JSONResponse(_body(error.message, error.code), status_code=status_code_for(error), headers=headers)
 
 

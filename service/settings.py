@@ -10,7 +10,7 @@ import functools
 import logging
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
     attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
+    api_key: SecretStr | None = Field(default=None, description="when set, inference and model routes need it in "
+                                                                 "the X-API-Key header; health and metrics stay open")
     repository_poll_s: float = Field(default=5.0, ge=0.0,
                                      description="how often the repository is re-read for new versions; 0 = never")
 

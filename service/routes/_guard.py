@@ -42,4 +42,5 @@ async def run_guarded(request: Request, work: Coroutine[Any, Any, T], timeout_s:
     await asyncio.wait({task})  # let the cancellation run through (queued images are dropped)
     if watcher in done:
         raise ClientDisconnectedError("client disconnected before the answer was ready")
-    raise DeadlineExceededError(f"the request did not finish within {timeout_s:g} s (LABELSERVE_REQUEST_TIMEOUT_S)")
+    raise DeadlineExceededError(f"the request did not finish within its deadline of {timeout_s:g} s (the timeout_s "
+                                "field; default LABELSERVE_REQUEST_TIMEOUT_S)")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from service.repository import ServedModel
+from service.routes._auth import require_api_key
 from service.schemas import InputInfo, ModelInfo, ModelList
 from service.state import StateDep
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
 
 def _describe(model: ServedModel) -> ModelInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 
 from service.errors import (
@@ -16,6 +16,7 @@ from service.errors import (
 )
 from service.pipeline import PostprocessOptions
 from service.predictor import ImageAnswer, ImageUpload
+from service.routes._auth import require_api_key
 from service.routes._guard import run_guarded
 from service.schemas import ErrorBody, ImageResult, LabelScore, PredictResponse
 from service.state import StateDep
@@ -42,9 +43,9 @@ class _MultipartRoute(APIRoute):
         return checked
 
 
-router = APIRouter(tags=["predict"], route_class=_MultipartRoute)
+router = APIRouter(tags=["predict"], route_class=_MultipartRoute, dependencies=[Depends(require_api_key)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 404, 413, 415, 422, 500, 503, 504)
+    status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 500, 503, 504)
 }
 
 
@@ -78,6 +79,8 @@ async def predict(
     top_k: Annotated[int | None, Form(ge=1, description="return only the k most probable labels")] = None,
     threshold: Annotated[float | None, Form(ge=0.0, le=1.0, description="overrides every per-label threshold")] = None,
     attention: Annotated[bool, Form(description="return attention maps of the predicted labels")] = False,
+    timeout_s: Annotated[float | None, Form(gt=0.0, le=3600.0, description="this request's deadline in seconds; "
+                                            "default LABELSERVE_REQUEST_TIMEOUT_S")] = None,
 ) -> PredictResponse:
     """Label every uploaded image; one result per file, in upload order."""
     settings = state.settings
@@ -91,5 +94,5 @@ async def predict(
         options = PostprocessOptions(top_k=top_k, threshold=threshold, attention=attention,
                                      attention_max_side=settings.attention_max_side)
         answers = await run_guarded(request, state.predictor.predict(served, uploads, options),
-                                    settings.request_timeout_s)
+                                    timeout_s if timeout_s is not None else settings.request_timeout_s)
     return PredictResponse(model=served.name, version=served.version, results=[_to_result(a) for a in answers])

@@ -7,6 +7,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -32,3 +33,17 @@ def copy_model(source: Path, root: Path, name: str, version: int, drop_attention
         manifest["outputs"]["attention"] = None
     (target / MANIFEST_FILENAME).write_text(json.dumps(manifest), encoding="utf-8")
     return target
+
+
+def image_parts(*images: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """(name, JPEG bytes) pairs as multipart `files` parts."""
+    return [("files", (name, data, "image/jpeg")) for name, data in images]
+
+
+def assert_error(response: Any, status: int, code: str, fragment: str = "") -> None:
+    """The response is an error of the service's one JSON shape, with this status, code and message fragment."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "code"}
+    assert body["code"] == code
+    assert fragment.lower() in body["error"].lower()

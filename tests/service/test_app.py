@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from service_testing import Reference, copy_model, jpeg_bytes
+from service_testing import Reference, assert_error, copy_model, image_parts, jpeg_bytes
 from starlette.testclient import TestClient
 
 from labelserve.bundle import Bundle
@@ -19,18 +19,6 @@ from service.app import create_app
 from service.settings import Settings
 
 ATOL = 1e-5
-
-
-def _files(*images: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (name, data, "image/jpeg")) for name, data in images]
-
-
-def _assert_error(response: object, status: int, code: str, fragment: str = "") -> None:
-    assert response.status_code == status, response.text  # type: ignore[attr-defined]
-    body = response.json()  # type: ignore[attr-defined]
-    assert set(body) == {"error", "code"}
-    assert body["code"] == code
-    assert fragment.lower() in body["error"].lower()
 
 
 def _assert_matches_reference(result: dict, expected: dict[str, float]) -> None:
@@ -56,7 +44,7 @@ def test_predict_one_image_matches_a_plain_onnxruntime_run(client: TestClient, t
                                                           val_jpegs: list[tuple[str, bytes]],
                                                           reference: Reference) -> None:
     name, data = val_jpegs[0]
-    response = client.post("/predict", files=_files((name, data)))
+    response = client.post("/predict", files=image_parts((name, data)))
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -75,7 +63,7 @@ def test_predict_one_image_matches_a_plain_onnxruntime_run(client: TestClient, t
 def test_predict_many_images_keeps_upload_order(client: TestClient, val_jpegs: list[tuple[str, bytes]],
                                                 photo_jpegs: list[tuple[str, bytes]], reference: Reference) -> None:
     uploads = [*val_jpegs[:5], *photo_jpegs]
-    response = client.post("/predict", files=_files(*uploads))
+    response = client.post("/predict", files=image_parts(*uploads))
 
     assert response.status_code == 200, response.text
     results = response.json()["results"]
@@ -86,16 +74,16 @@ def test_predict_many_images_keeps_upload_order(client: TestClient, val_jpegs: l
 
 
 def test_top_k_returns_the_k_most_probable_labels(client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
-    full = client.post("/predict", files=_files(val_jpegs[1])).json()["results"][0]
-    top = client.post("/predict", files=_files(val_jpegs[1]), data={"top_k": "3"}).json()["results"][0]
+    full = client.post("/predict", files=image_parts(val_jpegs[1])).json()["results"][0]
+    top = client.post("/predict", files=image_parts(val_jpegs[1]), data={"top_k": "3"}).json()["results"][0]
     assert top["labels"] == full["labels"][:3]
     assert top["predicted"] == full["predicted"]
 
 
 def test_threshold_overrides_the_manifest(client: TestClient, tiny_bundle: Bundle,
                                           val_jpegs: list[tuple[str, bytes]]) -> None:
-    everything = client.post("/predict", files=_files(val_jpegs[2]), data={"threshold": "0"}).json()["results"][0]
-    nothing = client.post("/predict", files=_files(val_jpegs[2]), data={"threshold": "1"}).json()["results"][0]
+    everything = client.post("/predict", files=image_parts(val_jpegs[2]), data={"threshold": "0"}).json()["results"][0]
+    nothing = client.post("/predict", files=image_parts(val_jpegs[2]), data={"threshold": "1"}).json()["results"][0]
     assert everything["predicted"] == [label["name"] for label in everything["labels"]]
     assert len(everything["predicted"]) == len(tiny_bundle.manifest.labels)
     assert nothing["predicted"] == []
@@ -103,7 +91,7 @@ def test_threshold_overrides_the_manifest(client: TestClient, tiny_bundle: Bundl
 
 def test_attention_maps_decode_to_the_image_size(client: TestClient, photo_jpegs: list[tuple[str, bytes]],
                                                  val_jpegs: list[tuple[str, bytes]]) -> None:
-    response = client.post("/predict", files=_files(photo_jpegs[0], val_jpegs[0]),
+    response = client.post("/predict", files=image_parts(photo_jpegs[0], val_jpegs[0]),
                            data={"attention": "true", "threshold": "0"})
 
     assert response.status_code == 200, response.text
@@ -128,7 +116,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
 def test_readyz_is_503_until_the_lifespan_has_loaded_the_models(model_repository: Path) -> None:
     app = create_app(Settings(model_repository=model_repository))
     not_started = TestClient(app)  # no `with`: the lifespan never runs
-    _assert_error(not_started.get("/readyz"), 503, "not_ready")
+    assert_error(not_started.get("/readyz"), 503, "not_ready")
     assert not_started.get("/healthz").status_code == 200
 
 
@@ -143,7 +131,7 @@ def test_models_lists_names_versions_labels_and_input(client: TestClient, tiny_b
 
 def test_metrics_expose_requests_batches_and_model_info(client: TestClient,
                                                         val_jpegs: list[tuple[str, bytes]]) -> None:
-    assert client.post("/predict", files=_files(*val_jpegs[:4])).status_code == 200
+    assert client.post("/predict", files=image_parts(*val_jpegs[:4])).status_code == 200
     response = client.get("/metrics")
 
     assert response.status_code == 200
@@ -168,17 +156,17 @@ def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
 
 
 def test_unknown_model_is_404(client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
-    response = client.post("/predict", files=_files(val_jpegs[0]), data={"model": "nope"})
-    _assert_error(response, 404, "model_not_found", "nope")
+    response = client.post("/predict", files=image_parts(val_jpegs[0]), data={"model": "nope"})
+    assert_error(response, 404, "model_not_found", "nope")
 
 
 def test_unknown_route_is_404_json(client: TestClient) -> None:
-    _assert_error(client.get("/nowhere"), 404, "not_found")
+    assert_error(client.get("/nowhere"), 404, "not_found")
 
 
 def test_model_field_selects_a_model(limited_client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
-    default = limited_client.post("/predict", files=_files(val_jpegs[0])).json()
-    chosen = limited_client.post("/predict", files=_files(val_jpegs[0]), data={"model": "tiny"}).json()
+    default = limited_client.post("/predict", files=image_parts(val_jpegs[0])).json()
+    chosen = limited_client.post("/predict", files=image_parts(val_jpegs[0]), data={"model": "tiny"}).json()
     assert default["model"] == "plain"  # first by name
     assert chosen["model"] == "tiny"
     assert default["results"][0]["labels"] == chosen["results"][0]["labels"]
@@ -186,12 +174,13 @@ def test_model_field_selects_a_model(limited_client: TestClient, val_jpegs: list
 
 def test_attention_from_a_model_without_it_is_400(limited_client: TestClient,
                                                   val_jpegs: list[tuple[str, bytes]]) -> None:
-    response = limited_client.post("/predict", files=_files(val_jpegs[0]), data={"model": "plain", "attention": "1"})
-    _assert_error(response, 400, "invalid_parameter", "no attention output")
+    response = limited_client.post("/predict", files=image_parts(val_jpegs[0]),
+                                   data={"model": "plain", "attention": "1"})
+    assert_error(response, 400, "invalid_parameter", "no attention output")
 
 
 def test_too_many_files_is_413(limited_client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
-    _assert_error(limited_client.post("/predict", files=_files(*val_jpegs[:3])), 413, "too_many_images",
+    assert_error(limited_client.post("/predict", files=image_parts(*val_jpegs[:3])), 413, "too_many_images",
                   "MAX_IMAGES_PER_REQUEST")
 
 
@@ -199,19 +188,19 @@ def test_too_many_image_bytes_is_413(limited_client: TestClient) -> None:
     big = jpeg_bytes(Image.fromarray(np.random.default_rng(1).integers(0, 256, (250, 250, 3), dtype=np.uint8)),
                      quality=100)
     assert 60_000 < len(big) < 150_000
-    _assert_error(limited_client.post("/predict", files=_files(("big.jpg", big))), 413, "image_too_large",
+    assert_error(limited_client.post("/predict", files=image_parts(("big.jpg", big))), 413, "image_too_large",
                   "MAX_IMAGE_BYTES")
 
 
 def test_too_many_pixels_is_413(limited_client: TestClient) -> None:
     wide = jpeg_bytes(Image.new("RGB", (1000, 200), (9, 9, 9)))  # 200k pixels > 100k, few bytes
-    _assert_error(limited_client.post("/predict", files=_files(("wide.jpg", wide))), 413, "image_too_large",
+    assert_error(limited_client.post("/predict", files=image_parts(("wide.jpg", wide))), 413, "image_too_large",
                   "MAX_IMAGE_PIXELS")
 
 
 def test_request_body_over_the_limit_is_413_before_parsing(limited_client: TestClient) -> None:
-    response = limited_client.post("/predict", files=_files(("a.jpg", b"\xff" * 200_000)))
-    _assert_error(response, 413, "request_too_large", "MAX_REQUEST_BYTES")
+    response = limited_client.post("/predict", files=image_parts(("a.jpg", b"\xff" * 200_000)))
+    assert_error(response, 413, "request_too_large", "MAX_REQUEST_BYTES")
 
 
 def test_streamed_body_over_the_limit_is_413(limited_client: TestClient) -> None:
@@ -221,31 +210,31 @@ def test_streamed_body_over_the_limit_is_413(limited_client: TestClient) -> None
 
     response = limited_client.post("/predict", content=chunks(),
                                    headers={"content-type": "multipart/form-data; boundary=xyz"})
-    _assert_error(response, 413, "request_too_large")
+    assert_error(response, 413, "request_too_large")
 
 
 def test_text_file_is_415(client: TestClient) -> None:
     response = client.post("/predict", files=[("files", ("notes.jpg", b"just some text\n" * 20, "image/jpeg"))])
-    _assert_error(response, 415, "unsupported_image", "notes.jpg")
+    assert_error(response, 415, "unsupported_image", "notes.jpg")
 
 
 def test_non_image_part_type_is_415(client: TestClient) -> None:
     response = client.post("/predict", files=[("files", ("notes.txt", b"text", "text/plain"))])
-    _assert_error(response, 415, "unsupported_media_type", "text/plain")
+    assert_error(response, 415, "unsupported_media_type", "text/plain")
 
 
 def test_json_body_is_415(client: TestClient) -> None:
-    _assert_error(client.post("/predict", json={"image": "..."}), 415, "unsupported_media_type", "multipart")
+    assert_error(client.post("/predict", json={"image": "..."}), 415, "unsupported_media_type", "multipart")
 
 
 def test_corrupt_image_is_400(client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
     name, data = val_jpegs[0]
-    _assert_error(client.post("/predict", files=_files((name, data[: len(data) // 2]))), 400, "invalid_image", name)
+    assert_error(client.post("/predict", files=image_parts((name, data[: len(data) // 2]))), 400, "invalid_image", name)
 
 
 def test_one_bad_image_fails_the_whole_request(client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
-    response = client.post("/predict", files=_files(val_jpegs[0], ("empty.jpg", b"")))
-    _assert_error(response, 400, "invalid_image", "empty.jpg")
+    response = client.post("/predict", files=image_parts(val_jpegs[0], ("empty.jpg", b"")))
+    assert_error(response, 400, "invalid_image", "empty.jpg")
 
 
 @pytest.mark.parametrize(("data", "fragment"), [
@@ -256,16 +245,16 @@ def test_one_bad_image_fails_the_whole_request(client: TestClient, val_jpegs: li
 ])
 def test_bad_parameters_are_422(client: TestClient, val_jpegs: list[tuple[str, bytes]], data: dict[str, str],
                                 fragment: str) -> None:
-    _assert_error(client.post("/predict", files=_files(val_jpegs[0]), data=data), 422, "validation_error", fragment)
+    assert_error(client.post("/predict", files=image_parts(val_jpegs[0]), data=data), 422, "validation_error", fragment)
 
 
 def test_missing_files_is_422(client: TestClient) -> None:
     response = client.post("/predict", files=[("other", ("a.jpg", b"x", "image/jpeg"))])
-    _assert_error(response, 422, "validation_error", "files")
+    assert_error(response, 422, "validation_error", "files")
 
 
 def test_past_the_deadline_is_504(model_repository: Path, val_jpegs: list[tuple[str, bytes]]) -> None:
     settings = Settings(model_repository=model_repository, request_timeout_s=1e-9)
     with TestClient(create_app(settings)) as impatient:
-        response = impatient.post("/predict", files=_files(val_jpegs[0]))
-    _assert_error(response, 504, "deadline_exceeded", "REQUEST_TIMEOUT_S")
+        response = impatient.post("/predict", files=image_parts(val_jpegs[0]))
+    assert_error(response, 504, "deadline_exceeded", "REQUEST_TIMEOUT_S")

@@ -1,0 +1,67 @@
+"""API keys on the inference and model routes, and per-request deadlines that keep late work off the engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service_testing import assert_error, image_parts
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+KEY = "s3cret-key"
+Images = list[tuple[str, bytes]]
+
+
+@pytest.fixture(scope="module")
+def guarded(model_repository: Path) -> Iterator[TestClient]:
+    """The app with an API key configured."""
+    with TestClient(create_app(Settings(model_repository=model_repository, api_key=KEY))) as client:
+        yield client
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": "Basic czNjcmV0LWtleQ=="}])
+def test_inference_without_the_key_is_401(guarded: TestClient, val_jpegs: Images, headers: dict[str, str]) -> None:
+    response = guarded.post("/predict", files=image_parts(val_jpegs[0]), headers=headers)
+    assert_error(response, 401, "unauthorized", "API key")
+    assert response.headers["WWW-Authenticate"].startswith("ApiKey")
+    assert_error(guarded.get("/models", headers=headers), 401, "unauthorized")
+
+
+@pytest.mark.parametrize("headers", [{"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}])
+def test_the_key_opens_inference(guarded: TestClient, val_jpegs: Images, headers: dict[str, str]) -> None:
+    assert guarded.post("/predict", files=image_parts(val_jpegs[0]), headers=headers).status_code == 200
+    assert guarded.get("/models", headers=headers).status_code == 200
+
+
+def test_probes_and_metrics_stay_open(guarded: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert guarded.get(path).status_code == 200, path
+
+
+def test_a_per_request_deadline_answers_504_and_the_image_is_never_computed(model_repository: Path,
+                                                                           val_jpegs: Images) -> None:
+    # a 1 s batching window: the image is still queued when its 0.2 s deadline passes
+    settings = Settings(model_repository=model_repository, max_queue_delay_ms=1000, request_timeout_s=30)
+    with TestClient(create_app(settings)) as client:
+        started = time.monotonic()
+        response = client.post("/predict", files=image_parts(val_jpegs[0]), data={"timeout_s": "0.2"})
+        assert time.monotonic() - started < 1.0
+        assert_error(response, 504, "deadline_exceeded", "0.2 s")
+        time.sleep(1.2)  # past the batch window: a computed image would be counted by now
+        images = client.app.state.labelserve.metrics.registry.get_sample_value(
+            "labelserve_images_total", {"model": "tiny", "version": "1"})
+        assert not images
+        assert client.post("/predict", files=image_parts(val_jpegs[0])).status_code == 200  # the default still holds
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "4000"])
+def test_a_nonsense_deadline_is_422(model_repository: Path, val_jpegs: Images, value: str) -> None:
+    with TestClient(create_app(Settings(model_repository=model_repository))) as client:
+        response = client.post("/predict", files=image_parts(val_jpegs[0]), data={"timeout_s": value})
+    assert_error(response, 422, "validation_error", "timeout_s")

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from service.errors import install_error_handlers
 from service.limits import RequestSizeLimitMiddleware
 from service.observability import Metrics, RequestObservabilityMiddleware
+from service.oip import router as oip_router
 from service.pipeline import DecodeLimits
 from service.predictor import Predictor
 from service.repository import ModelRepository
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
     app.state.labelserve = state
     install_error_handlers(app)
-    for router in (predict_router, models_router, health_router, metrics_router):
+    for router in (predict_router, models_router, health_router, metrics_router, oip_router):
         app.include_router(router)
     app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)  # added last = outermost

@@ -77,6 +77,27 @@ class Predictor:
         prediction = await loop.run_in_executor(self._pool, postprocess, outputs, model.manifest, size, options)
         return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)
 
+    async def prepare(self, model: ServedModel, uploads: Sequence[ImageUpload]) -> list[np.ndarray]:
+        """Decode and preprocess every upload on the worker threads; network inputs in upload order.
+
+        Raises:
+            ServiceError: the first error of any image.
+        """
+        loop = asyncio.get_running_loop()
+        prepared = await asyncio.gather(*(loop.run_in_executor(self._pool, _prepare, upload, model.manifest.input,
+                                                               self._limits) for upload in uploads))
+        return [array for array, _ in prepared]
+
+    @staticmethod
+    async def infer(model: ServedModel, arrays: Sequence[np.ndarray], attention: bool) -> list[dict[str, np.ndarray]]:
+        """Run ready network inputs through the model's batcher (they may share batches with other requests)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(model.batcher.infer(array, attention=attention)) for array in arrays]
+        except ExceptionGroup as errors:
+            raise _first_leaf(errors) from errors
+        return [task.result() for task in tasks]
+
     def close(self) -> None:
         """Stop the worker threads once their current job is done; queued jobs are dropped."""
         self._pool.shutdown(wait=False, cancel_futures=True)

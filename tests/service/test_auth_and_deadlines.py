@@ -65,3 +65,11 @@ def test_a_nonsense_deadline_is_422(model_repository: Path, val_jpegs: Images, v
     with TestClient(create_app(Settings(model_repository=model_repository))) as client:
         response = client.post("/predict", files=image_parts(val_jpegs[0]), data={"timeout_s": value})
     assert_error(response, 422, "validation_error", "timeout_s")
+
+
+def test_the_key_guards_the_inference_protocol_but_not_its_health(guarded: TestClient) -> None:
+    assert_error(guarded.post("/v2/models/tiny/infer", content=b"{}"), 401, "unauthorized")
+    assert_error(guarded.get("/v2/models/tiny"), 401, "unauthorized")
+    assert guarded.get("/v2/models/tiny", headers={"X-API-Key": KEY}).status_code == 200
+    for path in ("/v2", "/v2/health/live", "/v2/health/ready"):
+        assert guarded.get(path).status_code == 200, path

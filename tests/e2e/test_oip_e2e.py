@@ -1,0 +1,128 @@
+"""Open Inference Protocol v2 against a real server, driven by the real `tritonclient[http]` package: health,
+metadata, and infer with encoded images (BYTES, binary extension) and preprocessed tensors (FP32, JSON), with
+answers equal to `/predict`'s; malformed bodies get 400 JSON errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from PIL import Image, ImageOps
+from tritonclient.utils import InferenceServerException
+
+from labelserve.bundle import Bundle
+from labelserve.local_server import ServerProcess
+from labelserve.preprocess import preprocess
+
+pytestmark = pytest.mark.e2e
+
+Images = list[tuple[str, bytes]]
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
+
+
+def _predict_probabilities(server: ServerProcess, images: Images, labels: tuple[str, ...]) -> np.ndarray:
+    files = [("files", (name, data, "image/jpeg")) for name, data in images]
+    results = httpx.post(f"{server.url}/predict", files=files, timeout=60).json()["results"]
+    rows = [{label["name"]: label["probability"] for label in result["labels"]} for result in results]
+    return np.array([[row[name] for name in labels] for row in rows])
+
+
+def test_health_and_metadata(client: triton.InferenceServerClient, tiny_bundle: Bundle) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("tiny") and client.is_model_ready("tiny", "1")
+    assert not client.is_model_ready("tiny", "9") and not client.is_model_ready("missing")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    metadata = client.get_model_metadata("tiny")
+    assert metadata["versions"] == ["1"]
+    assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == {"images": "FP32", "image_bytes": "BYTES"}
+    outputs = {o["name"]: o["shape"] for o in metadata["outputs"]}
+    classes = len(tiny_bundle.manifest.labels)
+    assert outputs["probabilities"] == outputs["logits"] == [-1, classes]
+    assert outputs["attention"][:2] == [-1, classes]
+
+
+def test_encoded_images_as_binary_bytes_equal_predict(client: triton.InferenceServerClient, server: ServerProcess,
+                                                      val_jpegs: Images, photo_jpegs: Images,
+                                                      tiny_bundle: Bundle) -> None:
+    images = val_jpegs[:3] + photo_jpegs
+    tensor = triton.InferInput("image_bytes", [len(images)], "BYTES")
+    tensor.set_data_from_numpy(np.array([data for _, data in images], dtype=np.object_), binary_data=True)
+    outputs = [triton.InferRequestedOutput("probabilities", binary_data=True),
+               triton.InferRequestedOutput("attention", binary_data=True)]
+    result = client.infer("tiny", [tensor], outputs=outputs, request_id="req-7")
+    probabilities = result.as_numpy("probabilities")
+    expected = _predict_probabilities(server, images, tiny_bundle.manifest.labels)
+    assert probabilities.shape == expected.shape
+    assert np.abs(probabilities - expected).max() <= 1e-5
+    attention = result.as_numpy("attention")
+    assert attention.shape[:2] == (len(images), len(tiny_bundle.manifest.labels))
+    assert result.get_response()["id"] == "req-7"
+
+
+def test_preprocessed_tensor_as_json_equals_predict(client: triton.InferenceServerClient, server: ServerProcess,
+                                                    val_jpegs: Images, tiny_bundle: Bundle) -> None:
+    images = val_jpegs[3:6]
+    arrays = []
+    for _, data in images:
+        with Image.open(io.BytesIO(data)) as image:
+            arrays.append(preprocess(ImageOps.exif_transpose(image).convert("RGB"), tiny_bundle.manifest.input))
+    batch = np.stack(arrays)
+    tensor = triton.InferInput("images", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch, binary_data=False)
+    result = client.infer("tiny", [tensor], model_version="1",
+                          outputs=[triton.InferRequestedOutput("probabilities", binary_data=False),
+                                   triton.InferRequestedOutput("logits", binary_data=False)])
+    expected = _predict_probabilities(server, images, tiny_bundle.manifest.labels)
+    assert np.abs(result.as_numpy("probabilities") - expected).max() <= 1e-5
+    assert result.as_numpy("logits").shape == expected.shape
+
+
+def test_unknown_model_is_an_error_tritonclient_reports(client: triton.InferenceServerClient,
+                                                        val_jpegs: Images) -> None:
+    tensor = triton.InferInput("image_bytes", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([val_jpegs[0][1]], dtype=np.object_))
+    with pytest.raises(InferenceServerException, match="unknown model 'missing'"):
+        client.infer("missing", [tensor])
+
+
+def _post_infer(server: ServerProcess, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{server.url}/v2/models/tiny/infer", content=body, headers=headers or {}, timeout=30)
+
+
+@pytest.mark.parametrize(("body", "header_length", "fragment"), [
+    (b"{not json", None, "not valid JSON"),
+    (json.dumps({"inputs": []}).encode(), None, "inputs"),
+    (json.dumps({"inputs": [{"name": "images", "shape": [1, 3], "datatype": "INT8", "data": [1, 2, 3]}]}).encode(),
+     None, "datatype INT8"),
+    (json.dumps({"inputs": [{"name": "images", "shape": [2, 2], "datatype": "FP32", "data": [1.0]}]}).encode(),
+     None, "needs 4 values"),
+    (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                             "parameters": {"binary_data_size": 10}}]}).encode() + b"\x05\x00\x00\x00ab",
+     "header", "does not fit"),
+    (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                             "parameters": {"binary_data_size": 6}}]}).encode() + b"\x02\x00\x00\x00ab" + b"extra",
+     "header", "add up to"),
+    (b"{}", "999", "Inference-Header-Content-Length is 999"),
+    (json.dumps({"inputs": [{"name": "images", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]}).encode(),
+     None, "must have shape"),
+    (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": ["bm90IGFuIGltYWdl"]}]})
+     .encode(), None, "not an image"),
+])
+def test_malformed_infer_bodies_are_400_with_a_json_error(server: ServerProcess, body: bytes,
+                                                          header_length: str | None, fragment: str) -> None:
+    headers = {}
+    if header_length == "header":
+        headers["Inference-Header-Content-Length"] = str(body.index(b"}}]}") + 4)
+    elif header_length is not None:
+        headers["Inference-Header-Content-Length"] = header_length
+    response = _post_infer(server, body, headers)
+    assert response.status_code in (400, 415), response.text
+    assert fragment in response.json()["error"]

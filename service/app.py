@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.errors import install_error_handlers
+from service.gpu_metrics import register_gpu_metrics
 from service.limits import RequestSizeLimitMiddleware
 from service.observability import Metrics, RequestObservabilityMiddleware
 from service.oip import router as oip_router
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings if settings is not None else get_settings()
     metrics = Metrics()
+    register_gpu_metrics(metrics.registry)
     state = ServiceState(
         settings=settings, metrics=metrics, repository=ModelRepository(settings, metrics),
         predictor=Predictor(DecodeLimits(max_image_bytes=settings.max_image_bytes,

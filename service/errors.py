@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
     "API_KEY_HEADER",
+    "ERROR_CODE_HEADER",
     "ClientDisconnectedError",
     "DeadlineExceededError",
     "EngineError",
@@ -39,6 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
+ERROR_CODE_HEADER = "X-Error-Code"
 
 
 class ServiceError(Exception):
@@ -172,8 +174,10 @@ def status_code_for(error: ServiceError) -> int:
     return 500
 
 
-def _body(message: str, code: str) -> dict[str, str]:
-    return {"error": message, "code": code}
+def _json_error(message: str, code: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one error response shape; the code also goes in `X-Error-Code` so metrics and proxies need no body."""
+    return JSONResponse({"error": message, "code": code}, status_code=status,
+                        headers={**(headers or {}), ERROR_CODE_HEADER: code})
 
 
 def error_response(error: ServiceError) -> JSONResponse:
@@ -181,7 +185,7 @@ def error_response(error: ServiceError) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RetryableError) else None
     if isinstance(error, UnauthorizedError):
         headers = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
-    return JSONResponse(_body(error.message, error.code), status_code=status_code_for(error), headers=headers)
+    return _json_error(error.message, error.code, status_code_for(error), headers)
 
 
 def _describe_validation(errors: list[Any]) -> str:
@@ -202,7 +206,7 @@ async def _service_error(_request: Request, error: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    return JSONResponse(_body(_describe_validation(list(error.errors())), "validation_error"), status_code=422)
+    return _json_error(_describe_validation(list(error.errors())), "validation_error", 422)
 
 
 async def _http_error(_request: Request, error: Exception) -> JSONResponse:
@@ -211,12 +215,12 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     if isinstance(error.__cause__, ServiceError):
         return error_response(error.__cause__)
     code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
-    return JSONResponse(_body(str(error.detail), code), status_code=error.status_code, headers=error.headers)
+    return _json_error(str(error.detail), code, error.status_code, dict(error.headers or {}))
 
 
 async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     logger.error("unhandled error", exc_info=error)
-    return JSONResponse(_body("internal server error", "internal_error"), status_code=500)
+    return _json_error("internal server error", "internal_error", 500)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import ERROR_CODE_HEADER
+
 __all__ = ["REQUEST_ID_HEADER", "JsonFormatter", "Metrics", "ModelObserver", "RequestObservabilityMiddleware",
            "configure_logging", "current_request_id"]
 
@@ -48,6 +50,8 @@ class Metrics:
                                 ("method", "route", "status"), registry=reg)
         self.request_latency = Histogram("labelserve_request_duration_seconds", "HTTP request latency",
                                          ("method", "route"), buckets=_LATENCY_BUCKETS_S, registry=reg)
+        self.errors = Counter("labelserve_errors", "Error responses by route and error code", ("route", "code"),
+                              registry=reg)
         self.in_flight = Gauge("labelserve_requests_in_flight", "HTTP requests being handled right now", ("method",),
                                registry=reg)
         self.images = Counter("labelserve_images", "Images answered", _MODEL_LABELS, registry=reg)
@@ -180,14 +184,17 @@ class RequestObservabilityMiddleware:
         token = _REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
+        error_code: str | None = None
         in_flight = self.metrics.in_flight.labels(str(scope.get("method", "")))
         in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error_code
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+                headers = MutableHeaders(scope=message)
+                headers.append(REQUEST_ID_HEADER, request_id)
+                error_code = headers.get(ERROR_CODE_HEADER)
             await send(message)
 
         try:
@@ -199,6 +206,8 @@ class RequestObservabilityMiddleware:
             method = str(scope.get("method", ""))
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.request_latency.labels(method, route).observe(elapsed)
+            if error_code is not None:
+                self.metrics.errors.labels(route, error_code).inc()
             logger.info("%s %s %d %.1f ms", method, scope.get("path", ""), status, elapsed * 1000.0,
                         extra={"status": status, "route": route, "duration_ms": round(elapsed * 1000.0, 3)})
             _REQUEST_ID.reset(token)

@@ -145,3 +145,18 @@ def test_animated_gif_uses_the_first_frame() -> None:
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     red, _, blue = np.asarray(decode_image(buffer.getvalue(), "anim.gif", LIMITS))[5, 5]
     assert red > 200 and blue < 60
+
+
+def test_the_fast_jpeg_path_gives_pillows_pixels_and_pillows_errors(photo_jpegs: list[tuple[str, bytes]],
+                                                                    val_jpegs: list[tuple[str, bytes]]) -> None:
+    pytest.importorskip("simplejpeg", reason="simplejpeg (the serve extra) is not installed")
+    grey = io.BytesIO()
+    Image.open(io.BytesIO(photo_jpegs[0][1])).convert("L").save(grey, format="JPEG")
+    limits = DecodeLimits(max_image_bytes=10_000_000, max_image_pixels=10_000_000)
+    for name, data in [*photo_jpegs, *val_jpegs[:4], ("grey.jpg", grey.getvalue())]:
+        fast = decode_image(data, name, limits, fast_jpeg=True)
+        assert np.array_equal(np.asarray(fast), np.asarray(decode_image(data, name, limits, fast_jpeg=False))), name
+    truncated = photo_jpegs[0][1][: len(photo_jpegs[0][1]) // 2]
+    for fast_jpeg in (True, False):
+        with pytest.raises(InvalidImageError, match="truncated"):
+            decode_image(truncated, "half.jpg", limits, fast_jpeg=fast_jpeg)

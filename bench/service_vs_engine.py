@@ -1,14 +1,16 @@
 """The service against the engine, like with like, in one run: how much of the raw engine's throughput survives
-HTTP, multipart parsing, JPEG decode, preprocessing, dynamic batching and JSON.
+HTTP, multipart parsing, JPEG decode, preprocessing, dynamic batching and JSON, with batching on and off.
 
-    python -m bench.service_vs_engine --repository models --model demo --batch 16 --concurrency 32
+    python -m bench.service_vs_engine --repository models --model demo --batch 16 --concurrency 1 8 32
 
-Three figures at the same batch size, on the same JPEGs, measured back to back:
-  engine    onnxruntime on ready tensors, batch B                      (the ceiling)
-  pipeline  decode + preprocess + engine in-process, batch B           (what a batch job gets)
-  service   `python -m service` with LABELSERVE_MAX_BATCH_SIZE=B, closed-loop load at `concurrency`
-            single-image requests (JPEG in, JSON out; the load client shares the machine)
-Prints a table with the ratios and writes JSON (bench/results/service_vs_engine-*.json).
+Measured back to back on the same JPEGs:
+  engine    onnxruntime on ready tensors, at batch 1 and batch B                   (the ceiling)
+  pipeline  decode + preprocess + engine in-process, at batch 1 and batch B        (what a batch job gets)
+  service   `python -m service`, closed-loop single-image requests (JPEG in, JSON out) at each concurrency, once
+            with dynamic batching (LABELSERVE_MAX_BATCH_SIZE=B) and once without (max batch 1); the load client
+            shares the machine
+Prints a table with each service row's throughput over the engine's at batch B, and its p50 over the engine's
+single-image p50; writes JSON (bench/results/service_vs_engine-*.json).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench._common import format_table, write_results
 from bench.engine import bench_batch, open_session
@@ -25,12 +28,53 @@ from labelserve.bundle import list_versions, load_bundle
 from labelserve.local_server import start_server
 
 
+def _in_process(repository: Path, model: str, batches: list[int], seconds: float,
+                payloads: list[bytes]) -> dict[int, dict[str, Any]]:
+    version = list_versions(repository / model)[-1]
+    bundle = load_bundle(repository / model / str(version))
+    session = open_session(bundle.file("model.onnx"), threads=0)
+    outputs = [bundle.manifest.outputs.logits.name]
+    return {batch: bench_batch(session, bundle.manifest.input, payloads, batch, seconds, outputs) for batch in batches}
+
+
+def _service(repository: Path, model: str, max_batch: int, concurrencies: list[int], seconds: float,
+             queue_delay_ms: float, payloads: list[bytes]) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as logs:
+        server = start_server(repository, Path(logs), max_batch_size=str(max_batch),
+                              max_queue_delay_ms=str(queue_delay_ms), repository_poll_s="0")
+        try:
+            return [run_level(server.url, c, seconds, payloads, model) for c in concurrencies]
+        finally:
+            server.stop()
+
+
+def _rows(in_process: dict[int, dict[str, Any]], services: dict[str, list[dict[str, Any]]],
+          batch: int) -> list[dict[str, Any]]:
+    engine_ips = in_process[batch]["engine_images_per_s"]
+    engine_p50_single = in_process[1]["engine_latency"]["p50_ms"]
+    rows = []
+    for size, result in sorted(in_process.items()):
+        for kind in ("engine", "pipeline"):
+            rows.append({"path": f"{kind}, batch {size}", "img/s": result[f"{kind}_images_per_s"],
+                         "p50 ms": result[f"{kind}_latency"]["p50_ms"], "p99 ms": result[f"{kind}_latency"]["p99_ms"],
+                         "x engine": result[f"{kind}_images_per_s"] / engine_ips})
+    for label, levels in services.items():
+        for level in levels:
+            rows.append({"path": f"service {label}, c={level['concurrency']} (mean batch "
+                                 f"{level['mean_batch_size']:.1f})",
+                         "img/s": level["images_per_s"], "p50 ms": level["latency"]["p50_ms"],
+                         "p99 ms": level["latency"]["p99_ms"], "x engine": level["images_per_s"] / engine_ips,
+                         "p50 - engine p50 (b=1) ms": level["latency"]["p50_ms"] - engine_p50_single,
+                         "errors": sum(level["errors"].values())})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=Path("models"))
     parser.add_argument("--model", default="demo")
     parser.add_argument("--batch", type=int, default=16, help="engine batch size = the service's max batch size")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per figure")
     parser.add_argument("--queue-delay-ms", type=float, default=5.0, help="the service's max_queue_delay_ms")
     parser.add_argument("--images", type=Path, help="folder of JPEGs (default: rendered synthetic scenes)")
@@ -38,45 +82,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="JSON path")
     args = parser.parse_args()
 
-    version = list_versions(args.repository / args.model)[-1]
-    bundle = load_bundle(args.repository / args.model / str(version))
     payloads = jpeg_payloads(64, args.image_size, folder=args.images)
+    print(f"[1/3] engine and in-process pipeline at batch 1 and {args.batch} ...", flush=True)
+    in_process = _in_process(args.repository, args.model, sorted({1, args.batch}), args.seconds, payloads)
+    services = {}
+    for step, (label, max_batch) in enumerate((("batching", args.batch), ("no batching", 1)), start=2):
+        print(f"[{step}/3] service, {label}, concurrency {args.concurrency} ...", flush=True)
+        services[label] = _service(args.repository, args.model, max_batch, args.concurrency, args.seconds,
+                                   args.queue_delay_ms, payloads)
 
-    print(f"[1/2] engine and in-process pipeline at batch {args.batch} ...", flush=True)
-    session = open_session(bundle.file("model.onnx"), threads=0)
-    in_process = bench_batch(session, bundle.manifest.input, payloads, args.batch, args.seconds,
-                             [bundle.manifest.outputs.logits.name])
-    del session  # free its threads before the server starts
-
-    print(f"[2/2] service at concurrency {args.concurrency}, max batch {args.batch} ...", flush=True)
-    with tempfile.TemporaryDirectory() as logs:
-        server = start_server(args.repository, Path(logs), max_batch_size=str(args.batch),
-                              max_queue_delay_ms=str(args.queue_delay_ms))
-        try:
-            service = run_level(server.url, args.concurrency, args.seconds, payloads, args.model)
-        finally:
-            server.stop()
-
-    engine_ips, pipeline_ips = in_process["engine_images_per_s"], in_process["pipeline_images_per_s"]
-    service_ips = service["images_per_s"]
-    table = [
-        {"path": f"engine (batch {args.batch})", "img/s": engine_ips, "p50 ms": in_process["engine_latency"]["p50_ms"],
-         "vs engine": 1.0},
-        {"path": f"pipeline (batch {args.batch})", "img/s": pipeline_ips,
-         "p50 ms": in_process["pipeline_latency"]["p50_ms"], "vs engine": pipeline_ips / engine_ips},
-        {"path": f"service (c={args.concurrency}, mean batch {service['mean_batch_size']:.1f})", "img/s": service_ips,
-         "p50 ms": service["latency"]["p50_ms"], "vs engine": service_ips / engine_ips},
-    ]
+    rows = _rows(in_process, services, args.batch)
     print()
-    print(format_table(table, list(table[0])))
-    print(f"\nservice / pipeline = {service_ips / pipeline_ips:.2f}; service errors: {service['errors'] or 'none'}")
+    print(format_table(rows, ["path", "img/s", "p50 ms", "p99 ms", "x engine", "p50 - engine p50 (b=1) ms",
+                              "errors"]))
     path = write_results("service_vs_engine", {
-        "model": args.model, "version": version, "batch": args.batch, "concurrency": args.concurrency,
-        "image_size": args.image_size, "in_process": in_process, "service": service,
-        "ratios": {"service_over_engine": service_ips / engine_ips, "service_over_pipeline": service_ips / pipeline_ips,
-                   "pipeline_over_engine": pipeline_ips / engine_ips},
+        "model": args.model, "batch": args.batch, "concurrency": args.concurrency, "image_size": args.image_size,
+        "queue_delay_ms": args.queue_delay_ms, "in_process": {str(k): v for k, v in in_process.items()},
+        "service": services, "rows": rows,
     }, args.out)
-    print(f"wrote {path}")
+    print(f"\nx engine = images/s over the raw engine's at batch {args.batch}; wrote {path}")
 
 
 if __name__ == "__main__":

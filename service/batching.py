@@ -3,16 +3,19 @@
 Requests put a `PendingItem` (one preprocessed image + a future) on a bounded queue. One collector task per model
 takes the first item, then keeps collecting until the batch is full or `max_queue_delay_ms` has passed since that
 first item arrived (like Triton's `max_queue_delay_microseconds`), waiting on the queue with the remaining time
-rather than polling. The stacked batch runs on the engine's single executor thread, so exactly one batch is in
-flight per engine and the event loop never blocks; row `i` of the outputs resolves future `i`.
+rather than polling. Unlike Triton it does not wait for images nobody is preparing: requests announce their images
+while they decode (`incoming()`), and when the queue is empty and nothing is announced the batch runs at once, so
+a lone request does not pay the delay. The stacked batch runs on the engine's single executor thread, so exactly
+one batch is in flight per engine and the event loop never blocks; row `i` of the outputs resolves future `i`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -103,6 +106,8 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._in_flight: list[PendingItem] = []
         self._accepting = False
+        self._incoming = 0  # images being decoded that will be submitted soon
+        self._incoming_changed = asyncio.Event()
 
     @property
     def queue_depth(self) -> int:
@@ -116,6 +121,19 @@ class DynamicBatcher:
         self._task = asyncio.get_running_loop().create_task(self._collect_loop(), name=f"batcher-{self.name}")
         self._task.add_done_callback(self._log_unexpected_end)
         self._accepting = True
+
+    @contextlib.contextmanager
+    def incoming(self, count: int = 1) -> Iterator[None]:
+        """Announce `count` images that are being prepared and will be submitted inside this block.
+
+        The collector waits for announced images (up to the delay) and not for anything else.
+        """
+        self._incoming += count
+        try:
+            yield
+        finally:
+            self._incoming -= count
+            self._incoming_changed.set()
 
     def submit(self, array: np.ndarray, attention: bool = False) -> asyncio.Future[Outputs]:
         """Queue one preprocessed image; the returned future resolves to its outputs (batch dimension removed).
@@ -200,15 +218,26 @@ class DynamicBatcher:
         return batch, False
 
     async def _next_item(self, deadline: float) -> PendingItem | _Stop | None:
-        """The next queued item, waiting at most until `deadline` (monotonic); None when the time is up."""
-        if self._queue.empty():
+        """The next queued item, waiting at most until `deadline` (monotonic) and only while images are announced;
+        None when the time is up or nothing more is coming."""
+        while self._queue.empty():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._incoming == 0:
                 return None
-            try:
-                item = await asyncio.wait_for(self._queue.get(), timeout=remaining)
-            except TimeoutError:
-                return None
+            self._incoming_changed.clear()
+            getter = asyncio.ensure_future(self._queue.get())
+            changed = asyncio.ensure_future(self._incoming_changed.wait())
+            done, _ = await asyncio.wait({getter, changed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if getter in done:
+                item = getter.result()
+                break
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+            if getter.done() and not getter.cancelled():  # it got an item while being cancelled: keep it
+                item = getter.result()
+                break
         else:
             item = self._queue.get_nowait()
         self._observer.set_queue_depth(self._queue.qsize())

@@ -72,8 +72,11 @@ class Predictor:
 
     async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
         loop = asyncio.get_running_loop()
-        array, size = await loop.run_in_executor(self._pool, _prepare, upload, model.manifest.input, self._limits)
-        outputs = await model.batcher.infer(array, attention=options.attention)
+        with model.batcher.incoming():
+            array, size = await loop.run_in_executor(self._pool, _prepare, upload, model.manifest.input,
+                                                     self._limits)
+            pending = model.batcher.submit(array, attention=options.attention)
+        outputs = await pending
         prediction = await loop.run_in_executor(self._pool, postprocess, outputs, model.manifest, size, options)
         return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +47,18 @@ def test_probes_and_metrics_stay_open(guarded: TestClient) -> None:
 
 def test_a_per_request_deadline_answers_504_and_the_image_is_never_computed(model_repository: Path,
                                                                            val_jpegs: Images) -> None:
-    # a 1 s batching window: the image is still queued when its 0.2 s deadline passes
+    # a 1 s batching window and another image announced (as if a second request were decoding a large file): the
+    # batch waits for it, so this image is still queued when its 0.2 s deadline passes
     settings = Settings(model_repository=model_repository, max_queue_delay_ms=1000, request_timeout_s=30)
     with TestClient(create_app(settings)) as client:
+        batcher = client.app.state.labelserve.repository.get("tiny").batcher
+        announcement = contextlib.ExitStack()
+        client.portal.call(announcement.enter_context, batcher.incoming())
         started = time.monotonic()
         response = client.post("/predict", files=image_parts(val_jpegs[0]), data={"timeout_s": "0.2"})
         assert time.monotonic() - started < 1.0
         assert_error(response, 504, "deadline_exceeded", "0.2 s")
+        client.portal.call(announcement.close)
         time.sleep(1.2)  # past the batch window: a computed image would be counted by now
         images = client.app.state.labelserve.metrics.registry.get_sample_value(
             "labelserve_images_total", {"model": "tiny", "version": "1"})

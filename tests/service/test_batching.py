@@ -97,11 +97,11 @@ def test_concurrent_items_form_full_batches_and_each_caller_gets_its_row() -> No
     assert metrics.registry.get_sample_value("labelserve_images_total", labels) == 10
 
 
-def test_lone_item_waits_for_the_delay_then_runs_alone() -> None:
+def test_lone_item_with_nothing_announced_runs_at_once() -> None:
     engine = StandInEngine()
 
     async def scenario() -> float:
-        batcher = _batcher(engine, max_queue_delay_ms=100.0)
+        batcher = _batcher(engine, max_queue_delay_ms=10_000.0)
         batcher.start()
         started = time.monotonic()
         await batcher.infer(_image(7))
@@ -109,9 +109,71 @@ def test_lone_item_waits_for_the_delay_then_runs_alone() -> None:
         await batcher.stop(_WAIT_S)
         return elapsed
 
-    elapsed = asyncio.run(scenario())
+    assert asyncio.run(scenario()) < 2.0  # not the 10 s delay: nobody else is coming
     assert engine.batches == [[7]]
-    assert 0.09 <= elapsed < 2.0
+
+
+def test_an_announced_image_is_waited_for_and_joins_the_batch() -> None:
+    engine = StandInEngine()
+
+    async def scenario() -> None:
+        batcher = _batcher(engine, max_queue_delay_ms=10_000.0)
+        batcher.start()
+
+        async def late_image() -> dict[str, np.ndarray]:
+            with batcher.incoming():
+                await asyncio.sleep(0.1)  # "decoding"
+                pending = batcher.submit(_image(2))
+            return await pending
+
+        late = asyncio.create_task(late_image())
+        await asyncio.sleep(0)  # the announcement is made before the first image is queued
+        await asyncio.gather(batcher.infer(_image(1)), late)
+        await batcher.stop(_WAIT_S)
+
+    asyncio.run(scenario())
+    assert engine.batches == [[1, 2]]
+
+
+def test_an_announced_image_that_never_comes_is_waited_for_until_the_delay() -> None:
+    engine = StandInEngine()
+
+    async def scenario() -> float:
+        batcher = _batcher(engine, max_queue_delay_ms=100.0)
+        batcher.start()
+        with batcher.incoming():  # e.g. a slow decode that outlives the delay
+            started = time.monotonic()
+            await batcher.infer(_image(7))
+            elapsed = time.monotonic() - started
+        await batcher.stop(_WAIT_S)
+        return elapsed
+
+    assert 0.09 <= asyncio.run(scenario()) < 2.0
+    assert engine.batches == [[7]]
+
+
+def test_a_withdrawn_announcement_wakes_the_collector_at_once() -> None:
+    engine = StandInEngine()
+
+    async def scenario() -> float:
+        batcher = _batcher(engine, max_queue_delay_ms=10_000.0)
+        batcher.start()
+
+        async def failing_decode() -> None:
+            with batcher.incoming():
+                await asyncio.sleep(0.1)  # then the image turns out to be corrupt: nothing is submitted
+
+        started = time.monotonic()
+        failing = asyncio.create_task(failing_decode())
+        await asyncio.sleep(0)
+        await batcher.infer(_image(3))
+        await failing
+        elapsed = time.monotonic() - started
+        await batcher.stop(_WAIT_S)
+        return elapsed
+
+    assert asyncio.run(scenario()) < 2.0
+    assert engine.batches == [[3]]
 
 
 def test_full_batch_runs_without_waiting_for_the_delay() -> None:

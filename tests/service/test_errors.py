@@ -53,3 +53,12 @@ def test_queue_full_tells_when_to_retry() -> None:
     assert response.headers["retry-after"] == "3"
     assert error_response(NotReadyError("loading")).headers["retry-after"] == "1"
     assert "retry-after" not in error_response(EngineError("boom")).headers
+
+
+def test_retryable_errors_say_when_to_retry_and_auth_errors_how_to_authenticate() -> None:
+    from service.errors import NotReadyError, QueueFullError, UnauthorizedError, error_response
+
+    full = error_response(QueueFullError("queue is full", retry_after_s=2))
+    assert (full.status_code, full.headers["Retry-After"], full.headers["X-Error-Code"]) == (503, "2", "queue_full")
+    assert error_response(NotReadyError("loading")).headers["Retry-After"] == "1"
+    assert error_response(UnauthorizedError("key")).headers["WWW-Authenticate"].startswith("ApiKey")

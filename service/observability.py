@@ -98,6 +98,7 @@ class ModelObserver:
         self._images = metrics.images.labels(model, version)
         self._rejections = metrics.rejections
         self._labels = (model, version)
+        self._rejections.labels(model, version, "queue_full")  # exported as 0 from the start, so rate() works
 
     def observe_batch(self, size: int, inference_s: float) -> None:
         """Record one engine call."""

@@ -1,0 +1,95 @@
+"""Writes dashboards/labelserve.json: the Grafana dashboard for labelserve, as code.
+
+    python deploy/grafana/build_dashboard.py
+
+Kept as a short generator rather than hand-edited JSON so every panel is one readable line of intent; a test
+re-runs it to prove the committed JSON is current and that every metric its PromQL names exists in a real
+`/metrics` scrape of the service.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards" / "labelserve.json"
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+SEL = 'model=~"$model"'
+
+
+def _panel(title: str, targets: list[tuple[str, str]], x: int, y: int, unit: str = "short", kind: str = "timeseries",
+           description: str = "", width: int = 12) -> dict[str, Any]:
+    return {
+        "type": kind, "title": title, "description": description, "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": width, "h": 8},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [{"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+                    for i, (expr, legend) in enumerate(targets)],
+    }
+
+
+def _quantiles(metric: str, by: str, selector: str = SEL) -> list[tuple[str, str]]:
+    return [(f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
+             f"p{round(q * 100)} {{{{{by}}}}}") for q in (0.5, 0.9, 0.99)]
+
+
+def panels() -> list[dict[str, Any]]:
+    """Every panel, top to bottom."""
+    return [
+        _panel("Throughput (images/s)", [(f"sum by (model, version) (rate(labelserve_images_total{{{SEL}}}"
+                                          "[$__rate_interval]))", "{{model}} v{{version}}")], 0, 0, "ops",
+               description="Images answered per second, per model version."),
+        _panel("Requests by status", [('sum by (route, status) (rate(labelserve_requests_total[$__rate_interval]))',
+                                       "{{route}} {{status}}")], 12, 0, "reqps"),
+        _panel("Request latency p50 / p90 / p99", _quantiles("labelserve_request_duration_seconds", "route",
+                                                              'route=~"/predict|/v2/models/.*"'), 0, 8, "s"),
+        _panel("Queue wait p50 / p90 / p99", _quantiles("labelserve_queue_wait_seconds", "model"), 12, 8, "s",
+               description="Time an image waits for its batch (bounded by max_queue_delay_ms unless saturated)."),
+        _panel("Batch size distribution", [(f"sum by (le) (increase(labelserve_batch_size_bucket{{{SEL}}}"
+                                            "[$__rate_interval]))", "{{le}}")], 0, 16, "short", "heatmap"),
+        _panel("Mean batch size", [(f"sum(rate(labelserve_batch_size_sum{{{SEL}}}[$__rate_interval])) / "
+                                    f"sum(rate(labelserve_batch_size_count{{{SEL}}}[$__rate_interval]))", "mean")],
+               12, 16),
+        _panel("Inference time per batch, by engine",
+               [("histogram_quantile(0.5, sum by (le, model, version) (rate(labelserve_inference_duration_seconds_"
+                 f"bucket{{{SEL}}}[$__rate_interval]))) * on (model, version) group_left (engine, provider) "
+                 "labelserve_model_info", "p50 {{model}} v{{version}} {{engine}}/{{provider}}"),
+                ("histogram_quantile(0.99, sum by (le, model, version) (rate(labelserve_inference_duration_seconds_"
+                 f"bucket{{{SEL}}}[$__rate_interval]))) * on (model, version) group_left (engine, provider) "
+                 "labelserve_model_info", "p99 {{model}} v{{version}} {{engine}}/{{provider}}")], 0, 24, "s"),
+        _panel("Queue depth and requests in flight", [(f"sum by (model) (labelserve_queue_depth{{{SEL}}})",
+                                                       "queued {{model}}"),
+                                                      ("sum(labelserve_requests_in_flight)", "in flight")], 12, 24),
+        _panel("Rejections and errors", [("sum by (reason) (rate(labelserve_rejections_total[$__rate_interval]))",
+                                          "rejected: {{reason}}"),
+                                         ("sum by (code) (rate(labelserve_errors_total[$__rate_interval]))",
+                                          "error: {{code}}")], 0, 32, "reqps"),
+        _panel("Model versions served", [("labelserve_model_info", "{{model}} v{{version}} {{engine}}/{{provider}}"),
+                                         ("sum by (model, version, result) (increase(labelserve_model_loads_total"
+                                          "[1h]))", "loads {{model}} v{{version}} {{result}}")], 12, 32, "short",
+               "table"),
+        _panel("GPU memory", [("labelserve_gpu_memory_used_bytes", "used gpu{{gpu}}"),
+                              ("labelserve_gpu_memory_total_bytes", "total gpu{{gpu}}")], 0, 40, "bytes",
+               description="Only where NVML is available (the gpu image)."),
+        _panel("GPU utilisation", [("labelserve_gpu_utilization_ratio", "gpu{{gpu}} {{name}}")], 12, 40,
+               "percentunit"),
+    ]
+
+
+def dashboard() -> dict[str, Any]:
+    """The whole dashboard document."""
+    return {
+        "uid": "labelserve", "title": "labelserve", "tags": ["labelserve"], "timezone": "browser",
+        "schemaVersion": 39, "version": 1, "refresh": "10s", "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": [{
+            "name": "model", "type": "query", "datasource": DATASOURCE, "includeAll": True, "multi": True,
+            "allValue": ".*", "current": {"text": "All", "value": "$__all"},
+            "query": {"query": "label_values(labelserve_model_info, model)", "refId": "model"},
+        }]},
+        "panels": [dict(panel, id=index) for index, panel in enumerate(panels(), start=1)],
+    }
+
+
+if __name__ == "__main__":
+    OUT.write_text(json.dumps(dashboard(), indent=2) + "\n", encoding="utf-8")

@@ -1,5 +1,7 @@
 """Property-based requests generated from the service's own OpenAPI schema (schemathesis) against a real server:
-whatever a client sends to any operation, the answer is never a 5xx."""
+whatever a client sends to any operation, the answer is never a server error. The only 5xx allowed are the
+documented answers to the client's own choices or to load: 504 `deadline_exceeded` (a generated `timeout_s` of
+60 ns cannot be met) and 503 `queue_full` / `not_ready`."""
 
 from __future__ import annotations
 
@@ -8,13 +10,25 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
 
 from labelserve.local_server import start_server
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES_PER_OPERATION = 20
+EXAMPLES_PER_OPERATION = 25
+DOCUMENTED_5XX = {(503, "queue_full"), (503, "not_ready"), (504, "deadline_exceeded")}
+
+
+def _assert_not_a_server_error(case: schemathesis.Case, base_url: str) -> None:
+    response = case.call(base_url=base_url)
+    if response.status_code < 500:
+        return
+    try:
+        code = response.json().get("code")
+    except ValueError:
+        code = None
+    assert (response.status_code, code) in DOCUMENTED_5XX, (
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}")
 
 
 def test_no_generated_request_gets_a_server_error(model_repository: Path, tmp_path: Path) -> None:
@@ -29,7 +43,7 @@ def test_no_generated_request_gets_a_server_error(model_repository: Path, tmp_pa
             @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
                       database=None)
             def check(case: schemathesis.Case) -> None:
-                case.call_and_validate(base_url=server.url, checks=[not_a_server_error])
+                _assert_not_a_server_error(case, server.url)
 
             check()
     finally:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.lean_http import multipart_request
 from bench.load import run_level
 from labelserve.bundle import Bundle
 from labelserve.local_server import ServerProcess, start_server
@@ -106,15 +107,29 @@ def test_bad_input_gets_a_json_error_and_the_server_keeps_serving(server: Server
     assert _post(server.url, val_jpegs[:1]).status_code == 200
 
 
+def _slow_post(url: str, image: tuple[str, bytes], pause_s: float) -> httpx.Response:
+    """POST one image whose body arrives in two halves `pause_s` apart: the request is inside the server meanwhile."""
+    name, data = image
+    head, body = multipart_request(url, "/predict", name, data).split(b"\r\n\r\n", 1)
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+
+    def halves() -> Iterator[bytes]:
+        yield body[: len(body) // 2]
+        time.sleep(pause_s)
+        yield body[len(body) // 2:]
+
+    return httpx.post(f"{url}/predict", content=halves(), timeout=60,
+                      headers={k: headers[k] for k in ("Content-Type", "Content-Length")})
+
+
 def test_sigterm_answers_every_accepted_request_before_exiting(model_repository: Path, tmp_path: Path,
                                                                val_jpegs: Images, reference: Reference) -> None:
-    # A long batching window keeps the requests queued inside the server when SIGTERM arrives.
-    draining = start_server(model_repository, tmp_path, max_queue_delay_ms="1500", max_batch_size="8")
+    draining = start_server(model_repository, tmp_path, max_batch_size="8")
     images = val_jpegs[:6]
     with ThreadPoolExecutor(max_workers=len(images)) as pool:
-        futures = [pool.submit(_post, draining.url, [image]) for image in images]
+        futures = [pool.submit(_slow_post, draining.url, image, 2.0) for image in images]
         _wait_for(lambda: draining.metric("labelserve_requests_in_flight", method="POST") == len(images))
-        draining.stop()
+        draining.stop()  # SIGTERM while all six are still uploading
         responses = [future.result() for future in futures]
     for response, (_, data) in zip(responses, images, strict=True):
         assert response.status_code == 200, response.text

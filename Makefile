@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TOOLS_STAMP := $(VENV)/.tools-stamp
+# Helm's template engine comes from helm-sdkpy, which needs Python 3.12 (pyenv provides it on this machine kind).
+HELM_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
+HELM_VENV := .venv-helm
+HELM_STAMP := $(HELM_VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPOSITORY ?= models
 HOST ?= 127.0.0.1
@@ -24,6 +28,12 @@ $(TOOLS_STAMP): $(STAMP)
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 	touch $(TOOLS_STAMP)
 
+$(HELM_STAMP):
+	@test -n "$(HELM_PYTHON)" || { echo "the Helm chart tests need Python 3.12 (pyenv install 3.12)"; exit 1; }
+	$(HELM_PYTHON) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/pip install --quiet "helm-sdkpy==0.1.32"
+	touch $(HELM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/labelserve demo --repository $(REPOSITORY)
 
@@ -33,7 +43,7 @@ serve: demo
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint $(TOOLS_STAMP)
+test: lint $(TOOLS_STAMP) $(HELM_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench-engine: demo
@@ -46,4 +56,4 @@ bench-service: demo
 	$(BIN)/python -m bench.service_vs_engine --repository $(REPOSITORY) --model demo --batch 16 --concurrency 1 8 32
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(HELM_VENV) .cache .pytest_cache .ruff_cache

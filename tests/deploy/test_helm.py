@@ -1,0 +1,140 @@
+"""The Helm chart rendered by real Helm (tests/deploy/helm_render.py, helm-sdkpy in `.venv-helm`) for default values
+and for GPU + autoscaling values, every object validated against the Kubernetes API models of the `kubernetes`
+package (no field the API does not know, none missing that it requires), and the wiring checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "k8s" / "labelserve"
+HELM_PYTHON = ROOT / ".venv-helm" / "bin" / "python"
+MODELS = {"Deployment": "V1Deployment", "Service": "V1Service", "ConfigMap": "V1ConfigMap",
+          "PersistentVolumeClaim": "V1PersistentVolumeClaim", "PodDisruptionBudget": "V1PodDisruptionBudget",
+          "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler"}
+GPU_AUTOSCALING = {"gpu": {"enabled": True}, "autoscaling": {"enabled": True, "metric": "queueTime"},
+                   "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+                   "apiKey": {"existingSecret": "labelserve-key"}}
+
+
+def _render(values: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    if not HELM_PYTHON.exists():
+        pytest.fail("the Helm environment is missing: `make test` creates .venv-helm (Python 3.12 + helm-sdkpy)")
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(values), encoding="utf-8")
+    return subprocess.run([str(HELM_PYTHON), str(ROOT / "tests" / "deploy" / "helm_render.py"), str(CHART),
+                           str(values_file)], capture_output=True, text=True, timeout=180, check=False)
+
+
+def _objects(values: dict[str, Any], tmp_path: Path) -> dict[str, dict[str, Any]]:
+    result = _render(values, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    objects = json.loads(result.stdout)
+    by_kind = {obj["kind"]: obj for obj in objects}
+    assert len(by_kind) == len(objects), "one object per kind expected"
+    return by_kind
+
+
+def _paths(value: Any, prefix: str = "") -> set[str]:
+    """Every key path in a JSON-like value (list indices folded), to compare field names, not value types."""
+    if isinstance(value, dict):
+        return {p for k, v in value.items() if v is not None for p in _paths(v, f"{prefix}.{k}") | {f"{prefix}.{k}"}}
+    if isinstance(value, list):
+        return {p for item in value for p in _paths(item, f"{prefix}[]")}
+    return set()
+
+
+def _assert_valid_kubernetes_object(obj: dict[str, Any]) -> None:
+    """Deserialise into the API model (required fields are enforced there) and back: no unknown fields."""
+    client = ApiClient()
+    model = client._ApiClient__deserialize(obj, MODELS[obj["kind"]])  # the public deserialize wants a response
+    again = client.sanitize_for_serialization(model)
+    unknown = _paths(obj) - _paths(again)
+    assert not unknown, f"{obj['kind']} has fields the Kubernetes API does not know: {sorted(unknown)}"
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_default_values_render_a_hardened_cpu_deployment(tmp_path: Path) -> None:
+    objects = _objects({}, tmp_path)
+    assert set(objects) == {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "PodDisruptionBudget"}
+    for obj in objects.values():
+        _assert_valid_kubernetes_object(obj)
+    deployment, config = objects["Deployment"], objects["ConfigMap"]["data"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment)
+    assert container["image"] == "labelserve:0.1.0-cpu"
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    drain = int(config["LABELSERVE_DRAIN_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > drain + container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert container["envFrom"][0]["configMapRef"]["name"] == objects["ConfigMap"]["metadata"]["name"]
+    assert config["LABELSERVE_MODEL_REPOSITORY"] == "/models"
+    claim = {v["name"]: v for v in pod["volumes"]}["models"]["persistentVolumeClaim"]["claimName"]
+    assert claim == objects["PersistentVolumeClaim"]["metadata"]["name"]
+    assert deployment["spec"]["replicas"] == 2
+    service = objects["Service"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"] == "http"
+    assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_gpu_and_autoscaling_values(tmp_path: Path) -> None:
+    objects = _objects(GPU_AUTOSCALING, tmp_path)
+    assert {"HorizontalPodAutoscaler", "ServiceMonitor"} <= set(objects)
+    for kind, obj in objects.items():
+        if kind != "ServiceMonitor":
+            _assert_valid_kubernetes_object(obj)
+    deployment = objects["Deployment"]
+    container = _container(deployment)
+    assert container["image"] == "labelserve:0.1.0-gpu"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert objects["ConfigMap"]["data"]["LABELSERVE_EXECUTION_PROVIDERS"] == "tensorrt,cuda,cpu"
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "labelserve-key"
+    assert "replicas" not in deployment["spec"]  # the HPA owns the replica count
+    hpa = objects["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["target"]["averageValue"] == "50m"
+    monitor = objects["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"] == objects["Service"]["spec"]["selector"]
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+
+
+def test_cpu_autoscaling_and_models_from_an_init_container(tmp_path: Path) -> None:
+    objects = _objects({"autoscaling": {"enabled": True},
+                        "modelRepository": {"initContainer": {"enabled": True, "image": "busybox:1.36",
+                                                              "command": ["sh", "-c", "cp -r /src/. /models"]}}},
+                       tmp_path)
+    assert "PersistentVolumeClaim" not in objects
+    _assert_valid_kubernetes_object(objects["Deployment"])
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["volumeMounts"][0]["mountPath"] == "/models"
+    assert {v["name"]: v for v in pod["volumes"]}["models"] == {"name": "models", "emptyDir": {}}
+    (metric,) = objects["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["averageUtilization"] == 70
+
+
+@pytest.mark.parametrize("values", [{"service": {"port": "eighty"}}, {"autoscaling": {"metric": "memory"}},
+                                    {"config": {"NOT_LABELSERVE": "1"}}, {"unknownKey": True}])
+def test_values_schema_refuses_nonsense(values: dict[str, Any], tmp_path: Path) -> None:
+    result = _render(values, tmp_path)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr

@@ -13,6 +13,7 @@ import torch
 
 from export.onnx import DEFAULT_OPSET, INPUT_NAME, export_onnx
 from export.parity import ParityReport, check_onnx_parity
+from export.torch_program import TORCH_PROGRAM_FILENAME, export_torch_program
 from export.wrapper import ExportWrapper
 from labelserve.bundle import Bundle, EngineSpec, Manifest, OutputsSpec, TensorSpec, next_version, write_bundle
 from labelserve.preprocess import PreprocessSpec, preprocess
@@ -72,6 +73,7 @@ def export_bundle(
     tolerance: float = 1e-4,
     with_attention: bool = True,
     opset: int = DEFAULT_OPSET,
+    torch_program: bool = False,
 ) -> tuple[Bundle, ParityReport]:
     """Export a checkpoint into `<repository>/<name>/<version>/` after the parity check passes.
 
@@ -85,6 +87,7 @@ def export_bundle(
         tolerance: largest acceptable absolute difference between PyTorch and onnxruntime.
         with_attention: export the per-label attention maps as a second output.
         opset: ONNX opset.
+        torch_program: also ship a `torch.export` program for the service's optional torch engine.
     """
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
@@ -102,6 +105,16 @@ def export_bundle(
                     report.max_abs_diff)
         with torch.no_grad():
             sample_out = wrapper(torch.from_numpy(images[:1]))
+        files = {ONNX_FILENAME: onnx_path}
+        engines = [EngineSpec(format="onnx", file=ONNX_FILENAME, precision="fp32", max_batch=max_batch, opset=opset)]
+        extra_metrics = {}
+        if torch_program:
+            program_path = Path(tmp) / TORCH_PROGRAM_FILENAME
+            extra_metrics["parity_max_abs_diff_torch_program"] = export_torch_program(
+                wrapper, spec, program_path, max_batch, images, tolerance)
+            files[TORCH_PROGRAM_FILENAME] = program_path
+            engines.append(EngineSpec(format="torch", file=TORCH_PROGRAM_FILENAME, precision="fp32",
+                                      max_batch=max_batch))
         num_labels = len(checkpoint.labels)
         attention = None
         if with_attention:
@@ -118,12 +131,11 @@ def export_bundle(
             input_name=INPUT_NAME,
             input=spec,
             outputs=OutputsSpec(logits=TensorSpec(name="logits", shape=("batch", num_labels)), attention=attention),
-            engines=(EngineSpec(format="onnx", file=ONNX_FILENAME, precision="fp32", max_batch=max_batch,
-                                opset=opset),),
+            engines=tuple(engines),
             metrics={k: float(v) for k, v in checkpoint.metrics.items() }
-            | {f"parity_max_abs_diff_{k}": v for k, v in report.max_abs_diff.items()},
+            | {f"parity_max_abs_diff_{k}": v for k, v in report.max_abs_diff.items()} | extra_metrics,
             producer=_producer_versions(),
         )
-        bundle = write_bundle(repository, manifest, {ONNX_FILENAME: onnx_path})
+        bundle = write_bundle(repository, manifest, files)
     logger.info("wrote %s", bundle.path)
     return bundle, report

@@ -83,7 +83,7 @@ class EngineSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["onnx", "tensorrt"]
+    format: Literal["onnx", "tensorrt", "torch"]  # torch: a torch.export program (.pt2)
     file: str
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     min_batch: int = Field(default=1, ge=1)

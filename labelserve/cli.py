@@ -58,7 +58,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     bundle, report = export_bundle(
         Path(args.checkpoint), Path(args.repository), args.name, version=args.version, max_batch=args.max_batch,
         parity_images=[Path(p) for p in args.parity_images] if args.parity_images else None,
-        tolerance=args.tolerance, with_attention=not args.no_attention,
+        tolerance=args.tolerance, with_attention=not args.no_attention, torch_program=args.torch_program,
     )
     logger.info("exported %s (parity max abs diff %s)", bundle.path, report.max_abs_diff)
     return 0
@@ -129,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--parity-images", nargs="*", help="images or folders for the parity check")
     export.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |torch - onnxruntime|")
     export.add_argument("--no-attention", action="store_true", help="export logits only")
+    export.add_argument("--torch-program", action="store_true",
+                        help="also ship a torch.export program (model.pt2) for the service's torch engine")
     export.set_defaults(func=_cmd_export)
 
     demo = commands.add_parser("demo", help="build the demo model (synthetic data -> train -> export) if missing")

@@ -237,7 +237,8 @@ class ModelRepository:
                               "its manifest; the folder and the manifest must agree")
         engine = create_engine(bundle, max_batch_size=config.max_batch_size or self._settings.max_batch_size,
                                intra_op_threads=self._settings.intra_op_threads,
-                               execution_providers=self._settings.execution_providers)
+                               execution_providers=self._settings.execution_providers,
+                               engine=self._settings.engine, torch_device=self._settings.torch_device)
         engine.load()
         return bundle, engine
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(default=32, ge=1)
 
     decode_threads: int = Field(default=4, ge=1, description="threads for decode, preprocess and postprocess")
+    engine: Literal["onnxruntime", "torch"] = Field(
+        default="onnxruntime", description="onnxruntime (model.onnx), or torch (the bundle's torch.export program)")
+    torch_device: str = Field(default="auto", description="device of the torch engine: auto (CUDA if present) or e.g. "
+                                                          "cuda:0")
     execution_providers: Annotated[list[str], NoDecode] = Field(
         default=["auto"], min_length=1, description="onnxruntime providers: auto, or a list such as cuda,cpu")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")

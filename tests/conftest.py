@@ -71,12 +71,13 @@ def photo_dir(sample_photos: list[Image.Image], tmp_path_factory: pytest.TempPat
 @pytest.fixture(scope="session")
 def model_repository(tiny_checkpoint: Path, tiny_dataset: Path, photo_dir: Path,
                      tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository holding version 1 of the tiny model, exported (with parity check) from the checkpoint."""
+    """A model repository holding version 1 of the tiny model, exported (with parity checks) from the checkpoint, with
+    both the ONNX file and a torch.export program."""
     from export.repository import export_bundle
 
     root = tmp_path_factory.mktemp("repository")
     export_bundle(tiny_checkpoint, root, TINY_MODEL_NAME, max_batch=8,
-                  parity_images=[tiny_dataset / "images" / "val", photo_dir])
+                  parity_images=[tiny_dataset / "images" / "val", photo_dir], torch_program=True)
     return root
 
 

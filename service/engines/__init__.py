@@ -7,16 +7,28 @@ from collections.abc import Sequence
 from labelserve.bundle import Bundle
 from service.engines.base import Engine, EngineInfo, EngineLoadError
 
-__all__ = ["Engine", "EngineInfo", "EngineLoadError", "create_engine"]
+__all__ = ["ENGINES", "Engine", "EngineInfo", "EngineLoadError", "create_engine"]
+
+ENGINES = ("onnxruntime", "torch")
 
 
 def create_engine(bundle: Bundle, max_batch_size: int, intra_op_threads: int = 0,
-                  execution_providers: Sequence[str] = ("auto",)) -> Engine:
-    """The engine to serve `bundle` with (not loaded yet): onnxruntime on the providers that settings ask for and
-    this machine has (`service.engines.providers`). Native TensorRT plans are not served yet."""
+                  execution_providers: Sequence[str] = ("auto",), engine: str = "onnxruntime",
+                  torch_device: str = "auto") -> Engine:
+    """The engine to serve `bundle` with (not loaded yet).
+
+    `onnxruntime` (the default) runs `model.onnx` on the execution providers that settings ask for and this machine
+    has (`service.engines.providers`); `torch` runs the bundle's `torch.export` program with PyTorch. Native
+    TensorRT plans are not served yet.
+    """
+    if engine == "torch":
+        from service.engines.torch_program import TorchProgramEngine
+
+        return TorchProgramEngine(bundle, max_batch_size=max_batch_size, device=torch_device)
+    if engine != "onnxruntime":
+        raise EngineLoadError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if bundle.manifest.engine("onnx") is None:
-        raise EngineLoadError(f"{bundle.path} has no engine this server can run; it ships "
-                              f"{[e.format for e in bundle.manifest.engines]}, this server runs: onnx")
+        raise EngineLoadError(f"{bundle.path} has no ONNX file; it ships {[e.format for e in bundle.manifest.engines]}")
     from service.engines.onnxruntime import OnnxRuntimeEngine
     from service.engines.providers import resolve_providers
 

@@ -1,0 +1,90 @@
+"""The optional torch engine: runs a bundle's `torch.export` program (`model.pt2`) with PyTorch, on CUDA when present.
+
+For machines with PyTorch and a GPU but no onnxruntime-gpu. torch is imported only when this engine is chosen
+(`LABELSERVE_ENGINE=torch`), so the default onnxruntime path stays torch-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from labelserve.bundle import Bundle
+from service.engines.base import EngineInfo, EngineLoadError
+
+__all__ = ["TorchProgramEngine"]
+
+logger = logging.getLogger(__name__)
+
+
+class TorchProgramEngine:
+    """Runs `model.pt2` under `torch.inference_mode` on one device."""
+
+    def __init__(self, bundle: Bundle, max_batch_size: int, device: str = "auto") -> None:
+        """Describe the engine; nothing is loaded until `load()`.
+
+        Args:
+            bundle: a verified model version that ships a torch program.
+            max_batch_size: largest batch the batcher will send (capped by the program's range).
+            device: `auto` (CUDA when available, else CPU), or a torch device such as `cuda:1`.
+        """
+        spec = bundle.manifest.engine("torch")
+        if spec is None:
+            raise EngineLoadError(f"{bundle.path} ships no torch program (export with --torch-program); its engines "
+                                  f"are {[e.format for e in bundle.manifest.engines]}")
+        self._bundle = bundle
+        self._path = bundle.file(spec.file)
+        self._max_batch_size = min(max_batch_size, spec.max_batch)
+        self._device_name = device
+        self._module: Any = None
+        self._device: Any = None
+
+    @property
+    def info(self) -> EngineInfo:
+        """Engine name, the device in use once loaded, and the batch cap."""
+        device = str(self._device) if self._device is not None else self._device_name
+        return EngineInfo(name="torch", provider=device, max_batch_size=self._max_batch_size)
+
+    def load(self) -> None:
+        """Load the program onto the device and warm it up at batch 1 and the largest batch."""
+        try:
+            import torch
+        except ImportError as exc:
+            raise EngineLoadError("LABELSERVE_ENGINE=torch needs PyTorch installed (the train extra)") from exc
+        if self._device_name == "auto":
+            self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self._device = torch.device(self._device_name)
+            if self._device.type == "cuda" and not torch.cuda.is_available():
+                raise EngineLoadError(f"torch device {self._device_name!r} asked for, but CUDA is not available")
+        try:
+            self._module = torch.export.load(str(self._path)).module().to(self._device)
+        except Exception as exc:  # torch raises many types for a bad or incompatible program
+            raise EngineLoadError(f"torch cannot load {self._path}: {exc}") from exc
+        names = self._output_names()
+        for batch_size in sorted({1, self._max_batch_size}):
+            batch = np.zeros((batch_size, *self._bundle.manifest.input.shape), dtype=np.float32)
+            try:
+                self.run(batch, names)
+            except Exception as exc:
+                raise EngineLoadError(f"warm-up at batch {batch_size} failed for {self._path}: {exc}") from exc
+        logger.info("warmed up %s v%d on torch/%s (batch 1..%d)", self._bundle.manifest.name,
+                    self._bundle.manifest.version, self._device, self._max_batch_size)
+
+    def _output_names(self) -> list[str]:
+        outputs = self._bundle.manifest.outputs
+        return [outputs.logits.name] + ([outputs.attention.name] if outputs.attention is not None else [])
+
+    def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run one `[B, 3, H, W]` batch and return the requested outputs as float32 arrays."""
+        import torch
+
+        if self._module is None:
+            raise RuntimeError("TorchProgramEngine.run called before load()")
+        with torch.inference_mode():
+            results = self._module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device))
+        by_name = dict(zip(self._output_names(), results, strict=True))
+        return {name: by_name[name].float().cpu().numpy() for name in outputs}

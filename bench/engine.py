@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +47,25 @@ def _timed_loop(step: callable, seconds: float) -> list[float]:
     return durations
 
 
-def bench_batch(session: ort.InferenceSession, spec: PreprocessSpec, payloads: list[bytes], batch: int,
-                seconds: float, outputs: list[str]) -> dict:
-    """Engine-only and decode+preprocess+engine throughput at one batch size."""
+def session_runner(session: ort.InferenceSession, outputs: list[str]) -> Callable[[np.ndarray], object]:
+    """`batch -> outputs` for an onnxruntime session."""
     input_name = session.get_inputs()[0].name
+    return lambda tensors: session.run(outputs, {input_name: tensors})
+
+
+def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, payloads: list[bytes], batch: int,
+                seconds: float) -> dict:
+    """Engine-only and decode+preprocess+engine throughput at one batch size; `run` executes one batch (and
+    returns host arrays, so GPU work is finished when it returns)."""
     tensors = np.stack([_decode_preprocess(p, spec) for p in payloads[:batch]])
-    session.run(outputs, {input_name: tensors})  # warm-up for this shape
-    engine = _timed_loop(lambda: session.run(outputs, {input_name: tensors}), seconds)
+    run(tensors)  # warm-up for this shape
+    engine = _timed_loop(lambda: run(tensors), seconds)
     cursor = iter(range(10**9))
 
     def pipeline_step() -> None:
         start = next(cursor) * batch
         chunk = [payloads[(start + i) % len(payloads)] for i in range(batch)]
-        session.run(outputs, {input_name: np.stack([_decode_preprocess(p, spec) for p in chunk])})
+        run(np.stack([_decode_preprocess(p, spec) for p in chunk]))
 
     pipeline = _timed_loop(pipeline_step, seconds)
     return {
@@ -92,7 +99,7 @@ def main() -> None:
     payloads = jpeg_payloads(max(args.batch_sizes) * 2, args.image_size, folder=args.images)
     rows = []
     for batch in args.batch_sizes:
-        result = bench_batch(session, spec, payloads, batch, args.seconds, outputs)
+        result = bench_batch(session_runner(session, outputs), spec, payloads, batch, args.seconds)
         rows.append(result)
         print(f"batch {batch}: engine {result['engine_images_per_s']:.1f} img/s, "
               f"pipeline {result['pipeline_images_per_s']:.1f} img/s", flush=True)

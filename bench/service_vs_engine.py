@@ -21,27 +21,34 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import format_table, write_results
-from bench.engine import bench_batch, open_session
+from bench.engine import bench_batch, open_session, session_runner
 from bench.images import jpeg_payloads
 from bench.load import run_level
 from labelserve.bundle import list_versions, load_bundle
 from labelserve.local_server import start_server
 
 
-def _in_process(repository: Path, model: str, batches: list[int], seconds: float,
-                payloads: list[bytes]) -> dict[int, dict[str, Any]]:
+def _in_process(repository: Path, model: str, batches: list[int], seconds: float, payloads: list[bytes],
+                engine: str) -> dict[int, dict[str, Any]]:
     version = list_versions(repository / model)[-1]
     bundle = load_bundle(repository / model / str(version))
-    session = open_session(bundle.file("model.onnx"), threads=0)
     outputs = [bundle.manifest.outputs.logits.name]
-    return {batch: bench_batch(session, bundle.manifest.input, payloads, batch, seconds, outputs) for batch in batches}
+    if engine == "torch":  # the service's own torch engine class, so both sides run the same code
+        from service.engines.torch_program import TorchProgramEngine
+
+        torch_engine = TorchProgramEngine(bundle, max_batch_size=max(batches))
+        torch_engine.load()
+        run = lambda tensors: torch_engine.run(tensors, outputs)  # noqa: E731
+    else:
+        run = session_runner(open_session(bundle.file("model.onnx"), threads=0), outputs)
+    return {batch: bench_batch(run, bundle.manifest.input, payloads, batch, seconds) for batch in batches}
 
 
 def _service(repository: Path, model: str, max_batch: int, concurrencies: list[int], seconds: float,
-             queue_delay_ms: float, payloads: list[bytes]) -> list[dict[str, Any]]:
+             queue_delay_ms: float, payloads: list[bytes], engine: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as logs:
         server = start_server(repository, Path(logs), max_batch_size=str(max_batch),
-                              max_queue_delay_ms=str(queue_delay_ms), repository_poll_s="0")
+                              max_queue_delay_ms=str(queue_delay_ms), repository_poll_s="0", engine=engine)
         try:
             return [run_level(server.url, c, seconds, payloads, model) for c in concurrencies]
         finally:
@@ -79,24 +86,28 @@ def main() -> None:
     parser.add_argument("--queue-delay-ms", type=float, default=5.0, help="the service's max_queue_delay_ms")
     parser.add_argument("--images", type=Path, help="folder of JPEGs (default: rendered synthetic scenes)")
     parser.add_argument("--image-size", type=int, default=256, help="side of the rendered scenes")
+    parser.add_argument("--engine", choices=["onnxruntime", "torch"], default="onnxruntime",
+                        help="torch: the bundle's torch.export program, on CUDA when present")
     parser.add_argument("--out", type=Path, help="JSON path")
     args = parser.parse_args()
 
     payloads = jpeg_payloads(64, args.image_size, folder=args.images)
     print(f"[1/3] engine and in-process pipeline at batch 1 and {args.batch} ...", flush=True)
-    in_process = _in_process(args.repository, args.model, sorted({1, args.batch}), args.seconds, payloads)
+    in_process = _in_process(args.repository, args.model, sorted({1, args.batch}), args.seconds, payloads,
+                             args.engine)
     services = {}
     for step, (label, max_batch) in enumerate((("batching", args.batch), ("no batching", 1)), start=2):
         print(f"[{step}/3] service, {label}, concurrency {args.concurrency} ...", flush=True)
         services[label] = _service(args.repository, args.model, max_batch, args.concurrency, args.seconds,
-                                   args.queue_delay_ms, payloads)
+                                   args.queue_delay_ms, payloads, args.engine)
 
     rows = _rows(in_process, services, args.batch)
     print()
     print(format_table(rows, ["path", "img/s", "p50 ms", "p99 ms", "x engine", "p50 - engine p50 (b=1) ms",
                               "errors"]))
     path = write_results("service_vs_engine", {
-        "model": args.model, "batch": args.batch, "concurrency": args.concurrency, "image_size": args.image_size,
+        "model": args.model, "engine": args.engine, "batch": args.batch, "concurrency": args.concurrency,
+        "image_size": args.image_size,
         "queue_delay_ms": args.queue_delay_ms, "in_process": {str(k): v for k, v in in_process.items()},
         "service": services, "rows": rows,
     }, args.out)

@@ -52,6 +52,7 @@ class TorchProgramEngine:
         """Load the program onto the device and warm it up at batch 1 and the largest batch."""
         try:
             import torch
+            from torch.export.passes import move_to_device_pass
         except ImportError as exc:
             raise EngineLoadError("LABELSERVE_ENGINE=torch needs PyTorch installed (the train extra)") from exc
         if self._device_name == "auto":
@@ -61,7 +62,10 @@ class TorchProgramEngine:
             if self._device.type == "cuda" and not torch.cuda.is_available():
                 raise EngineLoadError(f"torch device {self._device_name!r} asked for, but CUDA is not available")
         try:
-            self._module = torch.export.load(str(self._path)).module().to(self._device)
+            # moves the program's baked-in constants too (e.g. positional encodings traced on the CPU), not only
+            # its parameters as Module.to() would
+            program = move_to_device_pass(torch.export.load(str(self._path)), self._device)
+            self._module = program.module()
         except Exception as exc:  # torch raises many types for a bad or incompatible program
             raise EngineLoadError(f"torch cannot load {self._path}: {exc}") from exc
         names = self._output_names()

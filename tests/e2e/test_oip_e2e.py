@@ -126,3 +126,26 @@ def test_malformed_infer_bodies_are_400_with_a_json_error(server: ServerProcess,
     response = _post_infer(server, body, headers)
     assert response.status_code in (400, 415), response.text
     assert fragment in response.json()["error"]
+
+
+def _bytes_input(count: int) -> dict:
+    return {"name": "image_bytes", "shape": [count], "datatype": "BYTES", "data": ["aGVsbG8="] * count}
+
+
+@pytest.mark.parametrize(("document", "status", "fragment"), [
+    ({"inputs": [_bytes_input(1), _bytes_input(1)]}, 400, "exactly one input"),
+    ({"inputs": [_bytes_input(1)], "outputs": [{"name": "embeddings"}]}, 400, "unknown output 'embeddings'"),
+    ({"inputs": [_bytes_input(33)]}, 413, "over the limit of 32"),
+])
+def test_requests_the_model_cannot_honour_get_json_errors(server: ServerProcess, document: dict, status: int,
+                                                          fragment: str) -> None:
+    response = _post_infer(server, json.dumps(document).encode())
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+
+
+def test_a_version_that_is_not_a_number_is_400_and_an_absent_one_404(server: ServerProcess) -> None:
+    bad = httpx.get(f"{server.url}/v2/models/tiny/versions/latest", timeout=10)
+    assert bad.status_code == 400 and "positive integer" in bad.json()["error"]
+    absent = httpx.get(f"{server.url}/v2/models/tiny/versions/7", timeout=10)
+    assert absent.status_code == 404 and "no served version 7" in absent.json()["error"]

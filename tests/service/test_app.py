@@ -258,3 +258,11 @@ def test_past_the_deadline_is_504(model_repository: Path, val_jpegs: list[tuple[
     with TestClient(create_app(settings)) as impatient:
         response = impatient.post("/predict", files=image_parts(val_jpegs[0]))
     assert_error(response, 504, "deadline_exceeded", "REQUEST_TIMEOUT_S")
+
+
+def test_unknown_version_is_404_and_a_served_one_answers(client: TestClient,
+                                                         val_jpegs: list[tuple[str, bytes]]) -> None:
+    response = client.post("/predict", files=image_parts(val_jpegs[0]), data={"version": "9"})
+    assert_error(response, 404, "model_not_found", "no served version 9")
+    served = client.post("/predict", files=image_parts(val_jpegs[0]), data={"version": "1"})
+    assert served.status_code == 200 and served.json()["version"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -12,6 +13,9 @@ from typing import Any
 from PIL import Image
 
 from labelserve.bundle import MANIFEST_FILENAME
+from service.observability import Metrics
+from service.repository import ModelRepository
+from service.settings import Settings
 
 Reference = Callable[[bytes], dict[str, float]]  # image bytes -> {label: probability}
 
@@ -47,3 +51,16 @@ def assert_error(response: Any, status: int, code: str, fragment: str = "") -> N
     assert set(body) == {"error", "code"}
     assert body["code"] == code
     assert fragment.lower() in body["error"].lower()
+
+
+def served_models(settings: Settings) -> list[str]:
+    """Names of the models a repository with these settings ends up serving after its first load."""
+
+    async def load() -> list[str]:
+        repository = ModelRepository(settings, Metrics())
+        await repository.load_all()
+        served = [m.name for m in repository.models()]
+        await repository.stop(1.0)
+        return served
+
+    return asyncio.run(load())

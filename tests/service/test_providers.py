@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
+from service_testing import served_models
 
 from service.engines.base import EngineLoadError
 from service.engines.providers import resolve_providers
@@ -40,16 +41,8 @@ def test_settings_read_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -
                     reason="this onnxruntime has CUDA; the refusal cannot be observed")
 def test_a_gpu_model_on_a_cpu_build_is_refused_with_the_reason(model_repository: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    async def scenario() -> list[str]:
-        repository = ModelRepository(Settings(model_repository=model_repository, execution_providers=["cuda"]),
-                                     Metrics())
-        await repository.load_all()
-        served = [m.name for m in repository.models()]
-        await repository.stop(1.0)
-        return served
-
     with caplog.at_level(logging.ERROR, logger="service.repository"):
-        assert asyncio.run(scenario()) == []
+        assert served_models(Settings(model_repository=model_repository, execution_providers=["cuda"])) == []
     assert "CUDAExecutionProvider are not available" in caplog.text
 
 

@@ -3,7 +3,6 @@ answers as onnxruntime; a bundle without a program is refused with the fix; on C
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
@@ -11,14 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from service_testing import Reference, copy_model, image_parts
+from service_testing import Reference, copy_model, image_parts, served_models
 from starlette.testclient import TestClient
 
 from labelserve.bundle import Bundle
 from service.app import create_app
 from service.engines.torch_program import TorchProgramEngine
-from service.observability import Metrics
-from service.repository import ModelRepository
 from service.settings import Settings
 
 Images = list[tuple[str, bytes]]
@@ -51,15 +48,8 @@ def test_a_bundle_without_a_program_is_refused_with_the_fix(model_repository: Pa
     manifest["engines"] = [e for e in manifest["engines"] if e["format"] == "onnx"]
     (target / "manifest.json").write_text(json.dumps(manifest))
 
-    async def scenario() -> list[str]:
-        repository = ModelRepository(Settings(model_repository=tmp_path, engine="torch"), Metrics())
-        await repository.load_all()
-        served = [m.name for m in repository.models()]
-        await repository.stop(1.0)
-        return served
-
     with caplog.at_level(logging.ERROR, logger="service.repository"):
-        assert asyncio.run(scenario()) == []
+        assert served_models(Settings(model_repository=tmp_path, engine="torch")) == []
     assert "--torch-program" in caplog.text
 
 

@@ -1,14 +1,20 @@
-"""The one small interface every inference backend implements (onnxruntime now; TensorRT and torch later)."""
+"""The one small interface every inference backend implements, and the warm-up every backend runs the same way."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Engine", "EngineInfo", "EngineLoadError"]
+from labelserve.bundle import Manifest
+
+__all__ = ["Engine", "EngineInfo", "EngineLoadError", "output_names", "warm_up"]
+
+logger = logging.getLogger(__name__)
 
 
 class EngineLoadError(Exception):
@@ -52,3 +58,31 @@ class Engine(Protocol):
             Output name -> array whose first dimension is `B`.
         """
         ...
+
+
+def output_names(manifest: Manifest) -> list[str]:
+    """Every output the network has: logits, then attention where exported."""
+    outputs = manifest.outputs
+    return [outputs.logits.name] + ([outputs.attention.name] if outputs.attention is not None else [])
+
+
+def warm_up(engine: Engine, manifest: Manifest, source: Path) -> None:
+    """Run zero batches of size 1 and of the engine's largest batch through every output, so the first request
+    finds kernels chosen and memory allocated, and check the logits' shape against the manifest.
+
+    Raises:
+        EngineLoadError: a warm-up batch failed or gave logits of the wrong shape.
+    """
+    largest = engine.info.max_batch_size
+    for batch_size in sorted({1, largest}):
+        batch = np.zeros((batch_size, *manifest.input.shape), dtype=np.float32)
+        try:
+            outputs = engine.run(batch, output_names(manifest))
+        except Exception as exc:
+            raise EngineLoadError(f"warm-up at batch {batch_size} failed for {source}: {exc}") from exc
+        logits = outputs[manifest.outputs.logits.name]
+        if logits.shape != (batch_size, len(manifest.labels)):
+            raise EngineLoadError(f"warm-up at batch {batch_size} gave logits of shape {logits.shape}, expected "
+                                  f"{(batch_size, len(manifest.labels))}")
+    logger.info("warmed up %s v%d on %s/%s (batch 1..%d)", manifest.name, manifest.version, engine.info.name,
+                engine.info.provider, largest)

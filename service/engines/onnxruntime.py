@@ -6,18 +6,15 @@ TensorRT providers chosen from settings and availability without touching the re
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
 
 from labelserve.bundle import Bundle
-from service.engines.base import EngineInfo, EngineLoadError
+from service.engines.base import EngineInfo, EngineLoadError, warm_up
 
 __all__ = ["CPU_PROVIDERS", "OnnxRuntimeEngine"]
-
-logger = logging.getLogger(__name__)
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -72,7 +69,7 @@ class OnnxRuntimeEngine:
             raise EngineLoadError(f"onnxruntime cannot load {self._model_path}: {exc}") from exc
         self._check_io(session)
         self._session = session
-        self._warm_up()
+        warm_up(self, self._bundle.manifest, self._model_path)
 
     def _check_io(self, session: ort.InferenceSession) -> None:
         manifest = self._bundle.manifest
@@ -90,24 +87,6 @@ class OnnxRuntimeEngine:
             wanted.add(manifest.outputs.attention.name)
         if missing := wanted - outputs:
             raise EngineLoadError(f"{self._model_path} lacks outputs {sorted(missing)} listed in the manifest")
-
-    def _warm_up(self) -> None:
-        manifest = self._bundle.manifest
-        names = [manifest.outputs.logits.name]
-        if manifest.outputs.attention is not None:
-            names.append(manifest.outputs.attention.name)
-        for batch_size in sorted({1, self._max_batch_size}):
-            batch = np.zeros((batch_size, *manifest.input.shape), dtype=np.float32)
-            try:
-                outputs = self.run(batch, names)
-            except Exception as exc:
-                raise EngineLoadError(f"warm-up at batch {batch_size} failed for {self._model_path}: {exc}") from exc
-            logits = outputs[manifest.outputs.logits.name]
-            if logits.shape != (batch_size, len(manifest.labels)):
-                raise EngineLoadError(f"warm-up at batch {batch_size} gave logits of shape {logits.shape}, expected "
-                                      f"{(batch_size, len(manifest.labels))}")
-        logger.info("warmed up %s v%d on %s (batch 1..%d)", manifest.name, manifest.version, self.info.provider,
-                    self._max_batch_size)
 
     def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Run one `[B, 3, H, W]` batch and return the requested outputs as float32 arrays."""

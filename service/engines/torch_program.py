@@ -6,18 +6,15 @@ For machines with PyTorch and a GPU but no onnxruntime-gpu. torch is imported on
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from labelserve.bundle import Bundle
-from service.engines.base import EngineInfo, EngineLoadError
+from service.engines.base import EngineInfo, EngineLoadError, output_names, warm_up
 
 __all__ = ["TorchProgramEngine"]
-
-logger = logging.getLogger(__name__)
 
 
 class TorchProgramEngine:
@@ -68,19 +65,7 @@ class TorchProgramEngine:
             self._module = program.module()
         except Exception as exc:  # torch raises many types for a bad or incompatible program
             raise EngineLoadError(f"torch cannot load {self._path}: {exc}") from exc
-        names = self._output_names()
-        for batch_size in sorted({1, self._max_batch_size}):
-            batch = np.zeros((batch_size, *self._bundle.manifest.input.shape), dtype=np.float32)
-            try:
-                self.run(batch, names)
-            except Exception as exc:
-                raise EngineLoadError(f"warm-up at batch {batch_size} failed for {self._path}: {exc}") from exc
-        logger.info("warmed up %s v%d on torch/%s (batch 1..%d)", self._bundle.manifest.name,
-                    self._bundle.manifest.version, self._device, self._max_batch_size)
-
-    def _output_names(self) -> list[str]:
-        outputs = self._bundle.manifest.outputs
-        return [outputs.logits.name] + ([outputs.attention.name] if outputs.attention is not None else [])
+        warm_up(self, self._bundle.manifest, self._path)
 
     def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Run one `[B, 3, H, W]` batch and return the requested outputs as float32 arrays."""
@@ -90,5 +75,5 @@ class TorchProgramEngine:
             raise RuntimeError("TorchProgramEngine.run called before load()")
         with torch.inference_mode():
             results = self._module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device))
-        by_name = dict(zip(self._output_names(), results, strict=True))
+        by_name = dict(zip(output_names(self._bundle.manifest), results, strict=True))
         return {name: by_name[name].float().cpu().numpy() for name in outputs}

@@ -25,7 +25,7 @@ import numpy as np
 from service.engines.base import Engine
 from service.errors import EngineError, NotReadyError, QueueFullError
 
-__all__ = ["BatchObserver", "DynamicBatcher", "PendingItem"]
+__all__ = ["BatchObserver", "DynamicBatcher", "Outputs", "PendingItem"]
 
 logger = logging.getLogger(__name__)
 

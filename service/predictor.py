@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from labelserve.preprocess import PreprocessSpec
+from service.batching import Outputs
 from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, decode_image, postprocess, to_network_input
 from service.repository import ServedModel
 
 __all__ = ["ImageAnswer", "ImageUpload", "Predictor"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,47 +67,51 @@ class Predictor:
         Raises:
             ServiceError: the first error of any image (the other images' work is cancelled).
         """
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._predict_one(model, upload, options)) for upload in uploads]
-        except ExceptionGroup as errors:
-            raise _first_leaf(errors) from errors
-        return [task.result() for task in tasks]
+        return await _all([self._predict_one(model, upload, options) for upload in uploads])
 
-    async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
+    async def infer_uploads(self, model: ServedModel, uploads: Sequence[ImageUpload],
+                            attention: bool) -> list[Outputs]:
+        """Raw network outputs of every upload, in upload order (decoded and batched as in `predict`)."""
+        return [outputs for outputs, _ in await _all([self._outputs(model, upload, attention) for upload in uploads])]
+
+    @staticmethod
+    async def infer(model: ServedModel, arrays: Sequence[np.ndarray], attention: bool) -> list[Outputs]:
+        """Run ready network inputs through the model's batcher (they may share batches with other requests)."""
+        return await _all([model.batcher.infer(array, attention=attention) for array in arrays])
+
+    async def _outputs(self, model: ServedModel, upload: ImageUpload,
+                       attention: bool) -> tuple[Outputs, tuple[int, int]]:
+        """Decode one upload on a worker thread and run it through the batcher; (outputs, decoded size).
+
+        The image is announced to the batcher while it decodes, so batches forming meanwhile wait for it.
+        """
         loop = asyncio.get_running_loop()
         with model.batcher.incoming():
             array, size = await loop.run_in_executor(self._pool, _prepare, upload, model.manifest.input,
                                                      self._limits)
-            pending = model.batcher.submit(array, attention=options.attention)
-        outputs = await pending
-        prediction = await loop.run_in_executor(self._pool, postprocess, outputs, model.manifest, size, options)
+            pending = model.batcher.submit(array, attention=attention)
+        return await pending, size
+
+    async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
+        outputs, size = await self._outputs(model, upload, options.attention)
+        prediction = await asyncio.get_running_loop().run_in_executor(self._pool, postprocess, outputs,
+                                                                      model.manifest, size, options)
         return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)
-
-    async def prepare(self, model: ServedModel, uploads: Sequence[ImageUpload]) -> list[np.ndarray]:
-        """Decode and preprocess every upload on the worker threads; network inputs in upload order.
-
-        Raises:
-            ServiceError: the first error of any image.
-        """
-        loop = asyncio.get_running_loop()
-        prepared = await asyncio.gather(*(loop.run_in_executor(self._pool, _prepare, upload, model.manifest.input,
-                                                               self._limits) for upload in uploads))
-        return [array for array, _ in prepared]
-
-    @staticmethod
-    async def infer(model: ServedModel, arrays: Sequence[np.ndarray], attention: bool) -> list[dict[str, np.ndarray]]:
-        """Run ready network inputs through the model's batcher (they may share batches with other requests)."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(model.batcher.infer(array, attention=attention)) for array in arrays]
-        except ExceptionGroup as errors:
-            raise _first_leaf(errors) from errors
-        return [task.result() for task in tasks]
 
     def close(self) -> None:
         """Stop the worker threads once their current job is done; queued jobs are dropped."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _all(work: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run `work` concurrently and return the results in order; the first failure cancels the rest and is raised
+    as itself (not as an ExceptionGroup), so the error handlers see the domain error."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(item) for item in work]
+    except ExceptionGroup as errors:
+        raise _first_leaf(errors) from errors
+    return [task.result() for task in tasks]
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

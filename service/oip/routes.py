@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -100,7 +101,10 @@ async def model_ready(state: StateDep, name: str, version: str | None = None) ->
     return Response(status_code=200)
 
 
-async def _network_inputs(state: ServiceState, model: ServedModel, tensor: Tensor) -> list[np.ndarray]:
+def _inference(state: ServiceState, model: ServedModel, tensor: Tensor,
+               attention: bool) -> Coroutine[Any, Any, list[dict[str, np.ndarray]]]:
+    """The work for one input tensor: encoded images go through decode like /predict's, FP32 tensors straight to the
+    batcher."""
     manifest = model.manifest
     count = tensor.shape[0] if tensor.shape else 0
     if count > state.settings.max_images_per_request:
@@ -109,14 +113,14 @@ async def _network_inputs(state: ServiceState, model: ServedModel, tensor: Tenso
     if tensor.name == BYTES_INPUT and tensor.datatype == "BYTES" and len(tensor.shape) == 1:
         assert isinstance(tensor.values, list)
         uploads = [ImageUpload(filename=f"{BYTES_INPUT}[{i}]", data=data) for i, data in enumerate(tensor.values)]
-        return await state.predictor.prepare(model, uploads)
+        return state.predictor.infer_uploads(model, uploads, attention)
     if tensor.name == manifest.input_name and tensor.datatype == "FP32":
         if tensor.shape[1:] != manifest.input.shape:
             expected = ", ".join(map(str, manifest.input.shape))
             raise InvalidParameterError(f"input {tensor.name!r} must have shape [N, {expected}], got "
                                         f"{list(tensor.shape)}")
         assert isinstance(tensor.values, np.ndarray)
-        return list(tensor.values)
+        return state.predictor.infer(model, list(tensor.values), attention)
     raise InvalidParameterError(f"send one input: {BYTES_INPUT!r} (BYTES, [N]) or {manifest.input_name!r} "
                                 f"(FP32, [N, {', '.join(map(str, manifest.input.shape))}]); got {tensor.name!r} "
                                 f"({tensor.datatype}, {list(tensor.shape)})")
@@ -155,9 +159,8 @@ async def infer(request: Request, state: StateDep, name: str, version: str | Non
         outputs = _wanted_outputs(infer_request, model)
         attention_name = model.manifest.outputs.attention.name if model.has_attention else None
         needs_attention = any(output == attention_name for output, _ in outputs)
-        arrays = await _network_inputs(state, model, tensors[0])
-        results = await run_guarded(request, state.predictor.infer(model, arrays, needs_attention),
-                                    state.settings.request_timeout_s) if arrays else []
+        work = _inference(state, model, tensors[0], needs_attention)
+        results = await run_guarded(request, work, state.settings.request_timeout_s)
     tensors_out = [OutputTensor(out, _gather(model, results, out) if results else np.zeros((0,), np.float32), binary)
                    for out, binary in outputs]
     body, header_length = encode_response(model.name, model.version, infer_request.id, tensors_out)

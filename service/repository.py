@@ -199,9 +199,11 @@ class ModelRepository:
             return
         served = self._models.get(name, {})
         versions = list_versions(model_dir)
-        if not versions and name not in self._empty:
+        if versions:
+            self._empty.discard(name)
+        elif name not in self._empty:
             logger.error("nothing to serve in %s: no integer version folders", model_dir)
-        self._empty = self._empty - {name} | ({name} if not versions else set())
+            self._empty.add(name)
         wanted: list[int] = []
         for version in config.version_policy.candidates(versions):
             if config.version_policy.count is not None and len(wanted) >= config.version_policy.count:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 
+import httpx
 import pytest
 
 
@@ -21,3 +22,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def query(prometheus: str, promql: str) -> float | None:
+    """An instant PromQL query against a real Prometheus: the first sample's value, None when the result is empty.
+    A query Prometheus refuses (bad syntax, unknown function) fails the test with Prometheus' error."""
+    data = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10).json()
+    assert data["status"] == "success", f"{promql}: {data}"
+    results = data["data"]["result"]
+    return float(results[0]["value"][1]) if results else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy_tools import tool
+from deploy_tools import query, tool
 
 from labelserve.local_server import start_server
 
@@ -25,13 +25,6 @@ def test_promtool_accepts_the_shipped_files(command: list[str]) -> None:
     result = subprocess.run([tool("promtool"), *command], cwd=PROMETHEUS_DIR, capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def query(prometheus: str, promql: str) -> float | None:
-    data = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10).json()
-    assert data["status"] == "success", data
-    results = data["data"]["result"]
-    return float(results[0]["value"][1]) if results else None
 
 
 def test_a_real_prometheus_scrapes_the_request_count(model_repository: Path, tmp_path: Path, val_jpegs: Images,

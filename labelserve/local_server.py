@@ -48,6 +48,16 @@ class ServerProcess:
                     return float(sample.value)
         return 0.0
 
+    def __enter__(self) -> ServerProcess:
+        """Use as a context: whatever happens inside, the process does not outlive the block."""
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Kill the process if the block did not stop it (a failed check must not leak a server)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self, timeout_s: float = 60.0) -> None:
         """SIGTERM, then check the shutdown was graceful: uvicorn finished in-flight requests, the lifespan drained
         the batchers, and the process exited with code 0."""

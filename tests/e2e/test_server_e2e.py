@@ -124,9 +124,9 @@ def _slow_post(url: str, image: tuple[str, bytes], pause_s: float) -> httpx.Resp
 
 def test_sigterm_answers_every_accepted_request_before_exiting(model_repository: Path, tmp_path: Path,
                                                                val_jpegs: Images, reference: Reference) -> None:
-    draining = start_server(model_repository, tmp_path, max_batch_size="8")
     images = val_jpegs[:6]
-    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+    with start_server(model_repository, tmp_path, max_batch_size="8") as draining, \
+            ThreadPoolExecutor(max_workers=len(images)) as pool:
         futures = [pool.submit(_slow_post, draining.url, image, 2.0) for image in images]
         _wait_for(lambda: draining.metric("labelserve_requests_in_flight", method="POST") == len(images))
         draining.stop()  # SIGTERM while all six are still uploading

@@ -9,19 +9,18 @@ best with the same engine: it is the like-for-like reference for bench/load.py.
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps
 
 from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads
 from labelserve.bundle import list_versions, load_bundle
-from labelserve.preprocess import PreprocessSpec, preprocess
+from labelserve.preprocess import PreprocessSpec
+from service.pipeline import DecodeLimits, decode_image, to_network_input
 
 
 def open_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -31,12 +30,15 @@ def open_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+_NO_LIMITS = DecodeLimits(max_image_bytes=1 << 40, max_image_pixels=1 << 40)
+
+
 def _decode_preprocess(payload: bytes, spec: PreprocessSpec) -> np.ndarray:
-    with Image.open(io.BytesIO(payload)) as image:
-        return preprocess(ImageOps.exif_transpose(image).convert("RGB"), spec)
+    """The service's own decode and preprocessing, so the pipeline figure is like for like with the service's."""
+    return to_network_input(decode_image(payload, "payload", _NO_LIMITS), spec)
 
 
-def _timed_loop(step: callable, seconds: float) -> list[float]:
+def _timed_loop(step: Callable[[], object], seconds: float) -> list[float]:
     """Call `step()` repeatedly for about `seconds`; return each call's duration."""
     durations = []
     deadline = time.perf_counter() + seconds

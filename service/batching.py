@@ -159,23 +159,31 @@ class DynamicBatcher:
         return await self.submit(array, attention)
 
     async def stop(self, timeout_s: float) -> None:
-        """Stop accepting, serve what is queued within `timeout_s`, then end; later waiters get NotReadyError."""
+        """Stop accepting, serve what is queued within `timeout_s`, then end and close the engine; later waiters get
+        NotReadyError."""
         self._accepting = False
-        if self._task is None:
-            self._executor.shutdown(wait=False)
-            return
         deadline = time.monotonic() + timeout_s
-        stopper = asyncio.ensure_future(self._queue.put(_STOP))  # waits for a free slot if the queue is full
-        await asyncio.wait({self._task}, timeout=max(0.0, deadline - time.monotonic()))
-        stopper.cancel()
-        if not self._task.done():
-            logger.warning("batcher %s did not drain within %.1f s; failing %d queued requests", self.name,
-                           timeout_s, self._queue.qsize() + len(self._in_flight))
-            self._task.cancel()
-            await asyncio.wait({self._task})
-        self._fail_leftovers()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._task is not None:
+            stopper = asyncio.ensure_future(self._queue.put(_STOP))  # waits for a free slot if the queue is full
+            await asyncio.wait({self._task}, timeout=max(0.0, deadline - time.monotonic()))
+            stopper.cancel()
+            if not self._task.done():
+                logger.warning("batcher %s did not drain within %.1f s; failing %d queued requests", self.name,
+                               timeout_s, self._queue.qsize() + len(self._in_flight))
+                self._task.cancel()
+                await asyncio.wait({self._task})
+            self._fail_leftovers()
+        # on the engine thread, so it runs after a batch that outlived the timeout rather than under it
+        closing = asyncio.wrap_future(self._executor.submit(self._close_engine))
+        self._executor.shutdown(wait=False)
         self._observer.set_queue_depth(0)
+        await asyncio.wait({closing}, timeout=max(0.0, deadline - time.monotonic()))
+
+    def _close_engine(self) -> None:
+        try:
+            self._engine.close()
+        except Exception:  # a failing close must not stop the shutdown of the rest
+            logger.exception("closing the engine of batcher %s failed", self.name)
 
     def _fail_leftovers(self) -> None:
         leftovers = list(self._in_flight)

@@ -59,6 +59,11 @@ class Engine(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Release what `load` took (sessions, GPU memory, streams) when the version is retired; called once, on
+        the thread that ran the batches, after the last one."""
+        ...
+
 
 def output_names(manifest: Manifest) -> list[str]:
     """Every output the network has: logits, then attention where exported."""

@@ -1,7 +1,5 @@
-"""onnxruntime backend: one InferenceSession per model version.
-
-Only the CPU execution provider for now; `providers` is a constructor argument so a later change can pass CUDA or
-TensorRT providers chosen from settings and availability without touching the rest.
+"""onnxruntime backend: one InferenceSession per model version, on the execution providers that
+`service.engines.providers` resolved from settings and this machine (TensorRT, CUDA, CPU).
 """
 
 from __future__ import annotations
@@ -95,3 +93,7 @@ class OnnxRuntimeEngine:
         feed = {self._bundle.manifest.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
         results = self._session.run(list(outputs), feed)
         return {name: np.asarray(value, dtype=np.float32) for name, value in zip(outputs, results, strict=True)}
+
+    def close(self) -> None:
+        """Drop the session, so its memory (host or GPU) goes with the retired version."""
+        self._session = None

@@ -77,3 +77,11 @@ class TorchProgramEngine:
             results = self._module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device))
         by_name = dict(zip(output_names(self._bundle.manifest), results, strict=True))
         return {name: by_name[name].float().cpu().numpy() for name in outputs}
+
+    def close(self) -> None:
+        """Drop the program and hand its cached CUDA memory back, so a retired version frees the GPU."""
+        self._module = None
+        if self._device is not None and self._device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()

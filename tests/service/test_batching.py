@@ -31,6 +31,8 @@ class StandInEngine:
         self.fail_calls = set(fail_calls)
         self.gate = threading.Event()
         self.started = threading.Event()
+        self.closed = threading.Event()
+        self.events: list[tuple[str, str]] = []  # (what, thread name): the order of runs and close
         if not gated:
             self.gate.set()
 
@@ -46,6 +48,7 @@ class StandInEngine:
         if not self.gate.wait(_WAIT_S):
             raise TimeoutError("the test never opened the gate")
         call = len(self.batches) + 1
+        self.events.append(("run", threading.current_thread().name))
         self.batches.append([float(v) for v in batch[:, 0, 0, 0]])
         self.outputs_requested.append(tuple(outputs))
         if call in self.fail_calls:
@@ -54,6 +57,10 @@ class StandInEngine:
         if "attention" in outputs:
             result["attention"] = batch[:, :3, :2, :2]  # [B, 3, 2, 2]
         return result
+
+    def close(self) -> None:
+        self.events.append(("close", threading.current_thread().name))
+        self.closed.set()
 
 
 def _image(value: float) -> np.ndarray:
@@ -315,6 +322,9 @@ def test_stop_serves_queued_work_then_refuses_new_items() -> None:
     results = asyncio.run(scenario())
     assert [r["logits"][0] for r in results] == [0, 1, 2, 3, 4]
     assert sum(len(batch) for batch in engine.batches) == 5
+    assert engine.closed.is_set()
+    assert [what for what, _ in engine.events] == ["run", "run", "run", "close"]
+    assert len({thread for _, thread in engine.events}) == 1  # closed on the thread that ran the batches
 
 
 def test_stop_past_its_timeout_fails_what_is_left() -> None:
@@ -332,6 +342,15 @@ def test_stop_past_its_timeout_fails_what_is_left() -> None:
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, NotReadyError) for r in results)
+    # the engine is closed only once the batch that outlived the timeout has finished, never under it
+    assert engine.closed.wait(_WAIT_S)
+    assert [what for what, _ in engine.events] == ["run", "close"]
+
+
+def test_a_batcher_that_never_started_still_closes_its_engine() -> None:
+    engine = StandInEngine()
+    asyncio.run(_batcher(engine).stop(_WAIT_S))
+    assert [what for what, _ in engine.events] == ["close"]
 
 
 def test_constructor_refuses_nonsense_limits() -> None:

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(default=32, ge=1)
 
     decode_threads: int = Field(default=4, ge=1, description="threads for decode, preprocess and postprocess")
-    engine: Literal["onnxruntime", "torch"] = Field(
-        default="onnxruntime", description="onnxruntime (model.onnx), or torch (the bundle's torch.export program)")
+    engine: Literal["onnxruntime", "tensorrt", "torch"] = Field(
+        default="onnxruntime", description="onnxruntime (model.onnx), tensorrt (the bundle's TensorRT plan, run "
+                                           "natively), or torch (the bundle's torch.export program)")
     torch_device: str = Field(default="auto", description="device of the torch engine: auto (CUDA if present) or e.g. "
                                                           "cuda:0")
     execution_providers: Annotated[list[str], NoDecode] = Field(

@@ -9,7 +9,7 @@ from service.engines.base import Engine, EngineInfo, EngineLoadError
 
 __all__ = ["ENGINES", "Engine", "EngineInfo", "EngineLoadError", "create_engine"]
 
-ENGINES = ("onnxruntime", "torch")
+ENGINES = ("onnxruntime", "tensorrt", "torch")
 
 
 def create_engine(bundle: Bundle, max_batch_size: int, intra_op_threads: int = 0,
@@ -18,9 +18,13 @@ def create_engine(bundle: Bundle, max_batch_size: int, intra_op_threads: int = 0
     """The engine to serve `bundle` with (not loaded yet).
 
     `onnxruntime` (the default) runs `model.onnx` on the execution providers that settings ask for and this machine
-    has (`service.engines.providers`); `torch` runs the bundle's `torch.export` program with PyTorch. Native
-    TensorRT plans are not served yet.
+    has (`service.engines.providers`); `tensorrt` runs the bundle's TensorRT plan natively on the first visible GPU
+    (pick another with CUDA_VISIBLE_DEVICES); `torch` runs the bundle's `torch.export` program with PyTorch.
     """
+    if engine == "tensorrt":
+        from service.engines.tensorrt_plan import TensorRTPlanEngine
+
+        return TensorRTPlanEngine(bundle, max_batch_size=max_batch_size)
     if engine == "torch":
         from service.engines.torch_program import TorchProgramEngine
 

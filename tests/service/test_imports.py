@@ -1,4 +1,5 @@
-"""The service must start without torch, training or export (the serving image does not ship them)."""
+"""The service must start without torch, training or export (the serving image does not ship them); the native
+TensorRT engine is torch-free too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 _CHECK = """
 import sys
 import service.app, service.__main__, service.repository, service.engines.onnxruntime
+import service.engines.tensorrt_plan, service.engines.cuda_runtime
 service.app.create_app
 bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "torchvision", "timm", "training", "export"})
 assert not bad, bad

@@ -7,12 +7,14 @@ import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from export.onnx import DEFAULT_OPSET, INPUT_NAME, export_onnx
 from export.parity import ParityReport, check_onnx_parity
+from export.tensorrt_plan import PLAN_FILENAME, PLAN_TOLERANCE, build_plan, check_plan_parity, tensorrt_missing
 from export.torch_program import TORCH_PROGRAM_FILENAME, export_torch_program
 from export.wrapper import ExportWrapper
 from labelserve.bundle import Bundle, EngineSpec, Manifest, OutputsSpec, TensorSpec, next_version, write_bundle
@@ -25,7 +27,7 @@ __all__ = ["export_bundle", "load_parity_images"]
 logger = logging.getLogger(__name__)
 
 ONNX_FILENAME = "model.onnx"
-_PRODUCER_PACKAGES = ("labelserve", "torch", "timm", "onnx", "onnxruntime")
+_PRODUCER_PACKAGES = ("labelserve", "torch", "timm", "onnx", "onnxruntime", "tensorrt")
 
 
 def load_parity_images(paths: Sequence[Path], spec: PreprocessSpec, limit: int = 8) -> np.ndarray:
@@ -74,6 +76,8 @@ def export_bundle(
     with_attention: bool = True,
     opset: int = DEFAULT_OPSET,
     torch_program: bool = False,
+    tensorrt: bool = False,
+    tensorrt_precision: Literal["fp32", "fp16"] = "fp32",
 ) -> tuple[Bundle, ParityReport]:
     """Export a checkpoint into `<repository>/<name>/<version>/` after the parity check passes.
 
@@ -88,7 +92,14 @@ def export_bundle(
         with_attention: export the per-label attention maps as a second output.
         opset: ONNX opset.
         torch_program: also ship a `torch.export` program for the service's optional torch engine.
+        tensorrt: also build a TensorRT plan for this machine's GPU, checked against onnxruntime.
+        tensorrt_precision: the plan's precision.
+
+    Raises:
+        RuntimeError: `tensorrt` is asked for on a machine without TensorRT or a GPU (before any work is done).
     """
+    if tensorrt and (problem := tensorrt_missing()):
+        raise RuntimeError(problem)
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
     wrapper = ExportWrapper(model, with_attention=with_attention)
@@ -115,6 +126,16 @@ def export_bundle(
             files[TORCH_PROGRAM_FILENAME] = program_path
             engines.append(EngineSpec(format="torch", file=TORCH_PROGRAM_FILENAME, precision="fp32",
                                       max_batch=max_batch))
+        if tensorrt:
+            plan = build_plan(onnx_path, Path(tmp) / PLAN_FILENAME, INPUT_NAME, spec.shape, max_batch,
+                              precision=tensorrt_precision)
+            plan_diff = check_plan_parity(plan.path, onnx_path, INPUT_NAME, wrapper.output_names(), images,
+                                          max_batch, PLAN_TOLERANCE[tensorrt_precision])
+            logger.info("TensorRT plan parity against onnxruntime: max abs diff %s", plan_diff)
+            extra_metrics |= {f"parity_max_abs_diff_tensorrt_{k}": v for k, v in plan_diff.items()}
+            files[PLAN_FILENAME] = plan.path
+            engines.append(EngineSpec(format="tensorrt", file=PLAN_FILENAME, precision=tensorrt_precision,
+                                      max_batch=max_batch, device=plan.device, runtime_version=plan.runtime_version))
         num_labels = len(checkpoint.labels)
         attention = None
         if with_attention:

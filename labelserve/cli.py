@@ -59,6 +59,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         Path(args.checkpoint), Path(args.repository), args.name, version=args.version, max_batch=args.max_batch,
         parity_images=[Path(p) for p in args.parity_images] if args.parity_images else None,
         tolerance=args.tolerance, with_attention=not args.no_attention, torch_program=args.torch_program,
+        tensorrt=args.tensorrt, tensorrt_precision=args.tensorrt_precision,
     )
     logger.info("exported %s (parity max abs diff %s)", bundle.path, report.max_abs_diff)
     return 0
@@ -131,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--no-attention", action="store_true", help="export logits only")
     export.add_argument("--torch-program", action="store_true",
                         help="also ship a torch.export program (model.pt2) for the service's torch engine")
+    export.add_argument("--tensorrt", action="store_true",
+                        help="also build a TensorRT plan (model.plan) for this machine's GPU and TensorRT version")
+    export.add_argument("--tensorrt-precision", choices=["fp32", "fp16"], default="fp32",
+                        help="precision of the TensorRT plan (fp16: TensorRT 10 only)")
     export.set_defaults(func=_cmd_export)
 
     demo = commands.add_parser("demo", help="build the demo model (synthetic data -> train -> export) if missing")

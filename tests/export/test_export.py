@@ -85,3 +85,19 @@ def test_export_without_parity_images_says_so(tiny_checkpoint: Path, tmp_path: P
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_bundle(tiny_checkpoint, tmp_path, "x", parity_images=[tmp_path / "absent"])
     assert not (tmp_path / "x").exists()
+
+
+def test_a_tensorrt_plan_asked_for_where_none_can_be_built_fails_before_any_work(tiny_checkpoint: Path,
+                                                                                 photo_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    from export.tensorrt_plan import tensorrt_missing
+
+    problem = tensorrt_missing()
+    if problem is None:
+        pytest.skip("TensorRT and a GPU are here; tests/service/test_tensorrt_engine.py builds a real plan")
+    with pytest.raises(RuntimeError, match="TensorRT plans"):
+        export_bundle(tiny_checkpoint, tmp_path, "x", parity_images=[photo_dir], tensorrt=True)
+    assert not (tmp_path / "x").exists()
+    args = ["export", str(tiny_checkpoint), "--repository", str(tmp_path), "--name", "x", "--tensorrt"]
+    with pytest.raises(RuntimeError, match="TensorRT plans"):
+        main(args)

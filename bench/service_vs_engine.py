@@ -33,14 +33,14 @@ def _in_process(repository: Path, model: str, batches: list[int], seconds: float
     version = list_versions(repository / model)[-1]
     bundle = load_bundle(repository / model / str(version))
     outputs = [bundle.manifest.outputs.logits.name]
-    if engine == "torch":  # the service's own torch engine class, so both sides run the same code
-        from service.engines.torch_program import TorchProgramEngine
-
-        torch_engine = TorchProgramEngine(bundle, max_batch_size=max(batches))
-        torch_engine.load()
-        run = lambda tensors: torch_engine.run(tensors, outputs)  # noqa: E731
-    else:
+    if engine == "onnxruntime":
         run = session_runner(open_session(bundle.file("model.onnx"), threads=0), outputs)
+    else:  # the service's own engine class (torch, tensorrt), so both sides run the same code
+        from service.engines import create_engine
+
+        served = create_engine(bundle, max_batch_size=max(batches), engine=engine)
+        served.load()
+        run = lambda tensors: served.run(tensors, outputs)  # noqa: E731
     return {batch: bench_batch(run, bundle.manifest.input, payloads, batch, seconds) for batch in batches}
 
 
@@ -86,8 +86,9 @@ def main() -> None:
     parser.add_argument("--queue-delay-ms", type=float, default=5.0, help="the service's max_queue_delay_ms")
     parser.add_argument("--images", type=Path, help="folder of JPEGs (default: rendered synthetic scenes)")
     parser.add_argument("--image-size", type=int, default=256, help="side of the rendered scenes")
-    parser.add_argument("--engine", choices=["onnxruntime", "torch"], default="onnxruntime",
-                        help="torch: the bundle's torch.export program, on CUDA when present")
+    parser.add_argument("--engine", choices=["onnxruntime", "tensorrt", "torch"], default="onnxruntime",
+                        help="tensorrt: the bundle's plan (export --tensorrt); torch: its torch.export program, on "
+                             "CUDA when present")
     parser.add_argument("--out", type=Path, help="JSON path")
     args = parser.parse_args()
 

@@ -7,13 +7,15 @@ the service must not need torch for this.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PreprocessSpec", "preprocess", "resize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PreprocessSpec", "ResizePlan", "normalisation", "preprocess", "resize",
+           "resize_plan"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,18 +60,38 @@ class PreprocessSpec(BaseModel):
         return (3, self.height, self.width)
 
 
+@dataclass(frozen=True)
+class ResizePlan:
+    """Where an image of some size goes: resized to (width, height), then cropped at (left, top) to the spec's size."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+
+
+def resize_plan(width: int, height: int, spec: PreprocessSpec) -> ResizePlan:
+    """The resize (and crop, for `center_crop`) that takes a `width` x `height` image to the spec's size."""
+    if spec.resize == "squash":
+        return ResizePlan(spec.width, spec.height, 0, 0)
+    scale = max(spec.height, spec.width) / spec.crop_pct / min(width, height)
+    scaled_w = max(spec.width, round(width * scale))
+    scaled_h = max(spec.height, round(height * scale))
+    return ResizePlan(scaled_w, scaled_h, (scaled_w - spec.width) // 2, (scaled_h - spec.height) // 2)
+
+
 def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """Resize (and crop, for `center_crop`) an RGB image to the spec's height and width."""
-    method = _PIL_INTERPOLATION[spec.interpolation]
+    plan = resize_plan(image.width, image.height, spec)
+    scaled = image.resize((plan.width, plan.height), _PIL_INTERPOLATION[spec.interpolation])
     if spec.resize == "squash":
-        return image.resize((spec.width, spec.height), method)
-    scale = max(spec.height, spec.width) / spec.crop_pct / min(image.size)
-    scaled_w = max(spec.width, round(image.width * scale))
-    scaled_h = max(spec.height, round(image.height * scale))
-    scaled = image.resize((scaled_w, scaled_h), method)
-    left = (scaled_w - spec.width) // 2
-    top = (scaled_h - spec.height) // 2
-    return scaled.crop((left, top, left + spec.width, top + spec.height))
+        return scaled
+    return scaled.crop((plan.left, plan.top, plan.left + spec.width, plan.top + spec.height))
+
+
+def normalisation(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (offset, scale) in 0..255 units, float32: the input is `(pixels - offset) / scale`."""
+    return (np.asarray(spec.mean, dtype=np.float32) * 255.0, np.asarray(spec.std, dtype=np.float32) * 255.0)
 
 
 def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
@@ -82,7 +104,6 @@ def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     pixels = np.asarray(resize(image, spec), dtype=np.float32)  # [H, W, 3], 0..255
-    scale = np.asarray(spec.std, dtype=np.float32) * 255.0
-    offset = np.asarray(spec.mean, dtype=np.float32) * 255.0
+    offset, scale = normalisation(spec)
     normalised = (pixels - offset) / scale
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))

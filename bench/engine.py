@@ -56,10 +56,12 @@ def session_runner(session: ort.InferenceSession, outputs: list[str]) -> Callabl
 
 
 def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, payloads: list[bytes], batch: int,
-                seconds: float) -> dict:
+                seconds: float, prepare: Callable[[bytes], np.ndarray] | None = None) -> dict:
     """Engine-only and decode+preprocess+engine throughput at one batch size; `run` executes one batch (and
-    returns host arrays, so GPU work is finished when it returns)."""
-    tensors = np.stack([_decode_preprocess(p, spec) for p in payloads[:batch]])
+    returns host arrays, so GPU work is finished when it returns); `prepare` turns a JPEG into the network input
+    (default: the service's Pillow/simplejpeg path)."""
+    prepare = prepare or (lambda payload: _decode_preprocess(payload, spec))
+    tensors = np.stack([prepare(p) for p in payloads[:batch]])
     run(tensors)  # warm-up for this shape
     engine = _timed_loop(lambda: run(tensors), seconds)
     cursor = iter(range(10**9))
@@ -67,7 +69,7 @@ def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, paylo
     def pipeline_step() -> None:
         start = next(cursor) * batch
         chunk = [payloads[(start + i) % len(payloads)] for i in range(batch)]
-        run(np.stack([_decode_preprocess(p, spec) for p in chunk]))
+        run(np.stack([prepare(p) for p in chunk]))
 
     pipeline = _timed_loop(pipeline_step, seconds)
     return {

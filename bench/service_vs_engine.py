@@ -29,7 +29,7 @@ from labelserve.local_server import start_server
 
 
 def _in_process(repository: Path, model: str, batches: list[int], seconds: float, payloads: list[bytes],
-                engine: str) -> dict[int, dict[str, Any]]:
+                engine: str, jpeg_decode: str) -> dict[int, dict[str, Any]]:
     version = list_versions(repository / model)[-1]
     bundle = load_bundle(repository / model / str(version))
     outputs = [bundle.manifest.outputs.logits.name]
@@ -41,14 +41,21 @@ def _in_process(repository: Path, model: str, batches: list[int], seconds: float
         served = create_engine(bundle, max_batch_size=max(batches), engine=engine)
         served.load()
         run = lambda tensors: served.run(tensors, outputs)  # noqa: E731
-    return {batch: bench_batch(run, bundle.manifest.input, payloads, batch, seconds) for batch in batches}
+    prepare = None
+    if jpeg_decode == "torch":  # the service's own torch JPEG path, on the same device it would use
+        from service.pipeline.torch_jpeg import TorchJpegPreprocessor, torch_device
+
+        torch_jpeg = TorchJpegPreprocessor(bundle.manifest.input, torch_device("auto"))
+        prepare = lambda payload: torch_jpeg(payload)  # noqa: E731
+    return {batch: bench_batch(run, bundle.manifest.input, payloads, batch, seconds, prepare) for batch in batches}
 
 
 def _service(repository: Path, model: str, max_batch: int, concurrencies: list[int], seconds: float,
-             queue_delay_ms: float, payloads: list[bytes], engine: str) -> list[dict[str, Any]]:
+             queue_delay_ms: float, payloads: list[bytes], engine: str, jpeg_decode: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as logs:
         server = start_server(repository, Path(logs), max_batch_size=str(max_batch),
-                              max_queue_delay_ms=str(queue_delay_ms), repository_poll_s="0", engine=engine)
+                              max_queue_delay_ms=str(queue_delay_ms), repository_poll_s="0", engine=engine,
+                              jpeg_decode=jpeg_decode)
         try:
             return [run_level(server.url, c, seconds, payloads, model) for c in concurrencies]
         finally:
@@ -89,25 +96,29 @@ def main() -> None:
     parser.add_argument("--engine", choices=["onnxruntime", "tensorrt", "torch"], default="onnxruntime",
                         help="tensorrt: the bundle's plan (export --tensorrt); torch: its torch.export program, on "
                              "CUDA when present")
+    parser.add_argument("--jpeg-decode", choices=["pillow", "torch"], default="pillow",
+                        help="torch: JPEGs decoded and preprocessed by torch (nvJPEG on a GPU), in the pipeline and "
+                             "in the service")
     parser.add_argument("--out", type=Path, help="JSON path")
     args = parser.parse_args()
 
     payloads = jpeg_payloads(64, args.image_size, folder=args.images)
     print(f"[1/3] engine and in-process pipeline at batch 1 and {args.batch} ...", flush=True)
     in_process = _in_process(args.repository, args.model, sorted({1, args.batch}), args.seconds, payloads,
-                             args.engine)
+                             args.engine, args.jpeg_decode)
     services = {}
     for step, (label, max_batch) in enumerate((("batching", args.batch), ("no batching", 1)), start=2):
         print(f"[{step}/3] service, {label}, concurrency {args.concurrency} ...", flush=True)
         services[label] = _service(args.repository, args.model, max_batch, args.concurrency, args.seconds,
-                                   args.queue_delay_ms, payloads, args.engine)
+                                   args.queue_delay_ms, payloads, args.engine, args.jpeg_decode)
 
     rows = _rows(in_process, services, args.batch)
     print()
     print(format_table(rows, ["path", "img/s", "p50 ms", "p99 ms", "x engine", "p50 - engine p50 (b=1) ms",
                               "errors"]))
     path = write_results("service_vs_engine", {
-        "model": args.model, "engine": args.engine, "batch": args.batch, "concurrency": args.concurrency,
+        "model": args.model, "engine": args.engine, "jpeg_decode": args.jpeg_decode, "batch": args.batch,
+        "concurrency": args.concurrency,
         "image_size": args.image_size,
         "queue_delay_ms": args.queue_delay_ms, "in_process": {str(k): v for k, v in in_process.items()},
         "service": services, "rows": rows,

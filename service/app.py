@@ -68,7 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings, metrics=metrics, repository=ModelRepository(settings, metrics),
         predictor=Predictor(DecodeLimits(max_image_bytes=settings.max_image_bytes,
                                          max_image_pixels=settings.max_image_pixels),
-                            worker_threads=settings.decode_threads),
+                            worker_threads=settings.decode_threads,
+                            torch_jpeg_device=settings.torch_device if settings.jpeg_decode == "torch" else None),
     )
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
     app.state.labelserve = state

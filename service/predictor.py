@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ import numpy as np
 from labelserve.preprocess import PreprocessSpec
 from service.batching import Outputs
 from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, decode_image, postprocess, to_network_input
+from service.pipeline.decode import is_plain_jpeg, open_checked
 from service.repository import ServedModel
 
 __all__ = ["ImageAnswer", "ImageUpload", "Predictor"]
@@ -42,7 +43,15 @@ class ImageAnswer:
     prediction: Prediction
 
 
-def _prepare(upload: ImageUpload, spec: PreprocessSpec, limits: DecodeLimits) -> tuple[np.ndarray, tuple[int, int]]:
+JpegPreprocessor = Callable[[bytes], np.ndarray | None]
+
+
+def _prepare(upload: ImageUpload, spec: PreprocessSpec, limits: DecodeLimits,
+             jpeg: JpegPreprocessor | None) -> tuple[np.ndarray, tuple[int, int]]:
+    if jpeg is not None:  # the same header checks and errors first, then the other decoder for plain JPEGs
+        header = open_checked(upload.data, upload.filename, limits)
+        if is_plain_jpeg(header) and (array := jpeg(upload.data)) is not None:
+            return array, header.size
     image = decode_image(upload.data, upload.filename, limits)
     return to_network_input(image, spec), image.size
 
@@ -50,15 +59,41 @@ def _prepare(upload: ImageUpload, spec: PreprocessSpec, limits: DecodeLimits) ->
 class Predictor:
     """Runs the per-image pipeline on a bounded worker pool."""
 
-    def __init__(self, limits: DecodeLimits, worker_threads: int) -> None:
+    def __init__(self, limits: DecodeLimits, worker_threads: int, torch_jpeg_device: str | None = None) -> None:
         """Create the worker pool (threads start on first use).
 
         Args:
             limits: byte and pixel limits for each image.
             worker_threads: threads for decode, preprocess and postprocess (Pillow and NumPy release the GIL).
+            torch_jpeg_device: decode and preprocess plain JPEGs with torch on this device (`auto`: CUDA when
+                present); None keeps Pillow/simplejpeg for everything.
+
+        Raises:
+            RuntimeError: torch JPEG decoding is asked for where torch, torchvision or the device is missing.
         """
         self._limits = limits
         self._pool = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="decode")
+        self._jpeg_device = None
+        self._jpeg: dict[PreprocessSpec, JpegPreprocessor | None] = {}
+        if torch_jpeg_device is not None:
+            from service.pipeline.torch_jpeg import torch_device
+
+            self._jpeg_device = torch_device(torch_jpeg_device)
+            logger.info("plain JPEGs are decoded and preprocessed by torch on %s", self._jpeg_device)
+
+    def _jpeg_for(self, spec: PreprocessSpec) -> JpegPreprocessor | None:
+        """The torch JPEG path for a model's spec (built once per spec), or None where Pillow does everything."""
+        if self._jpeg_device is None:
+            return None
+        if spec not in self._jpeg:
+            from service.pipeline.torch_jpeg import TorchJpegPreprocessor
+
+            try:
+                self._jpeg[spec] = TorchJpegPreprocessor(spec, self._jpeg_device)
+            except ValueError as exc:
+                logger.warning("Pillow decodes for this model: %s", exc)
+                self._jpeg[spec] = None
+        return self._jpeg[spec]
 
     async def predict(self, model: ServedModel, uploads: Sequence[ImageUpload],
                       options: PostprocessOptions) -> list[ImageAnswer]:
@@ -87,8 +122,9 @@ class Predictor:
         """
         loop = asyncio.get_running_loop()
         with model.batcher.incoming():
-            array, size = await loop.run_in_executor(self._pool, _prepare, upload, model.manifest.input,
-                                                     self._limits)
+            spec = model.manifest.input
+            array, size = await loop.run_in_executor(self._pool, _prepare, upload, spec, self._limits,
+                                                     self._jpeg_for(spec))
             pending = model.batcher.submit(array, attention=attention)
         return await pending, size
 

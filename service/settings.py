@@ -46,8 +46,11 @@ class Settings(BaseSettings):
     engine: Literal["onnxruntime", "tensorrt", "torch"] = Field(
         default="onnxruntime", description="onnxruntime (model.onnx), tensorrt (the bundle's TensorRT plan, run "
                                            "natively), or torch (the bundle's torch.export program)")
-    torch_device: str = Field(default="auto", description="device of the torch engine: auto (CUDA if present) or e.g. "
-                                                          "cuda:0")
+    torch_device: str = Field(default="auto", description="device of the torch engine and of torch JPEG decoding: "
+                                                          "auto (CUDA if present) or e.g. cuda:0")
+    jpeg_decode: Literal["pillow", "torch"] = Field(
+        default="pillow", description="pillow (libjpeg-turbo via simplejpeg/Pillow on the CPU), or torch: plain JPEGs "
+                                      "decoded and preprocessed by torch on TORCH_DEVICE (nvJPEG on a GPU)")
     execution_providers: Annotated[list[str], NoDecode] = Field(
         default=["auto"], min_length=1, description="onnxruntime providers: auto, or a list such as cuda,cpu")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")

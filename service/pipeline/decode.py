@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import ImageTooLargeError, InvalidImageError, UnsupportedImageError
 
-__all__ = ["ACCEPTED_FORMATS", "DecodeLimits", "decode_image"]
+__all__ = ["ACCEPTED_FORMATS", "DecodeLimits", "decode_image", "is_plain_jpeg", "open_checked"]
 
 # Formats with a plain, well-tested decoder; EPS (Ghostscript) and exotic formats are never opened. Phones' MPO
 # files open through the JPEG plugin.
@@ -65,16 +65,42 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def is_plain_jpeg(image: Image.Image) -> bool:
+    """A baseline RGB or greyscale JPEG without an EXIF rotation: what decoders other than Pillow may take."""
+    return image.format == "JPEG" and image.mode in ("RGB", "L") and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
+
+
 def _fast_jpeg(image: Image.Image, data: bytes, filename: str) -> Image.Image | None:
     """simplejpeg's decode when it gives exactly Pillow's result; None where Pillow must do it."""
-    if simplejpeg is None or image.format != "JPEG" or image.mode not in ("RGB", "L"):
-        return None
-    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+    if simplejpeg is None or not is_plain_jpeg(image):
         return None
     try:
         return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB"))  # uint8 [H, W, 3] -> RGB
     except ValueError as exc:
         raise InvalidImageError(f"{filename} is corrupt or truncated: {exc}") from exc
+
+
+def open_checked(data: bytes, filename: str, limits: DecodeLimits) -> Image.Image:
+    """Open an upload's header (no pixels read) after the byte checks, and check its format and pixel count.
+
+    Raises:
+        InvalidImageError: empty data or a corrupt header (400).
+        ImageTooLargeError: too many bytes, or too many pixels according to the header (413).
+        UnsupportedImageError: not an image, or a format we do not open (415).
+    """
+    if not data:
+        raise InvalidImageError(f"{filename} is empty")
+    if len(data) > limits.max_image_bytes:
+        raise ImageTooLargeError(f"{filename} has {len(data)} bytes, over the limit of {limits.max_image_bytes} "
+                                 "(LABELSERVE_MAX_IMAGE_BYTES)")
+    image = _open(data, filename)
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidImageError(f"{filename} declares an empty size {width}x{height}")
+    if width * height > limits.max_image_pixels:
+        raise ImageTooLargeError(f"{filename} is {width}x{height} = {width * height} pixels, over the limit of "
+                                 f"{limits.max_image_pixels} (LABELSERVE_MAX_IMAGE_PIXELS)")
+    return image
 
 
 def decode_image(data: bytes, filename: str, limits: DecodeLimits, fast_jpeg: bool = True) -> Image.Image:
@@ -91,18 +117,7 @@ def decode_image(data: bytes, filename: str, limits: DecodeLimits, fast_jpeg: bo
         ImageTooLargeError: too many bytes, or too many pixels according to the header (413).
         UnsupportedImageError: not an image, or a format we do not open (415).
     """
-    if not data:
-        raise InvalidImageError(f"{filename} is empty")
-    if len(data) > limits.max_image_bytes:
-        raise ImageTooLargeError(f"{filename} has {len(data)} bytes, over the limit of {limits.max_image_bytes} "
-                                 "(LABELSERVE_MAX_IMAGE_BYTES)")
-    image = _open(data, filename)
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise InvalidImageError(f"{filename} declares an empty size {width}x{height}")
-    if width * height > limits.max_image_pixels:
-        raise ImageTooLargeError(f"{filename} is {width}x{height} = {width * height} pixels, over the limit of "
-                                 f"{limits.max_image_pixels} (LABELSERVE_MAX_IMAGE_PIXELS)")
+    image = open_checked(data, filename, limits)
     if fast_jpeg and (fast := _fast_jpeg(image, data, filename)) is not None:
         return fast
     try:

@@ -55,6 +55,13 @@ def session_runner(session: ort.InferenceSession, outputs: list[str]) -> Callabl
     return lambda tensors: session.run(outputs, {input_name: tensors})
 
 
+def time_engine(run: Callable[[np.ndarray], object], tensors: np.ndarray, seconds: float) -> dict:
+    """Images/s and per-batch latency of `run` on ready tensors (after one warm-up call)."""
+    run(tensors)
+    durations = _timed_loop(lambda: run(tensors), seconds)
+    return {"images_per_s": len(tensors) * len(durations) / sum(durations), "latency": percentiles_ms(durations)}
+
+
 def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, payloads: list[bytes], batch: int,
                 seconds: float, prepare: Callable[[bytes], np.ndarray] | None = None) -> dict:
     """Engine-only and decode+preprocess+engine throughput at one batch size; `run` executes one batch (and

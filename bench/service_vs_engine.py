@@ -3,14 +3,16 @@ HTTP, multipart parsing, JPEG decode, preprocessing, dynamic batching and JSON, 
 
     python -m bench.service_vs_engine --repository models --model demo --batch 16 --concurrency 1 8 32
 
-Measured back to back on the same JPEGs:
-  engine    onnxruntime on ready tensors, at batch 1 and batch B                   (the ceiling)
-  pipeline  decode + preprocess + engine in-process, at batch 1 and batch B        (what a batch job gets)
+Measured back to back on the same JPEGs, at batch 1 and batch B:
+  raw       a plain onnxruntime session with its defaults (threads spin between runs) on ready tensors (the ceiling)
+  engine    the service's own engine class and settings on ready tensors (onnxruntime: no spinning, so the threads
+            leave the cores to decoding between batches)
+  pipeline  decode + preprocess + that engine in-process                          (what a batch job gets)
   service   `python -m service`, closed-loop single-image requests (JPEG in, JSON out) at each concurrency, once
             with dynamic batching (LABELSERVE_MAX_BATCH_SIZE=B) and once without (max batch 1); the load client
             shares the machine
-Prints a table with each service row's throughput over the engine's at batch B, and its p50 over the engine's
-single-image p50; writes JSON (bench/results/service_vs_engine-*.json).
+Prints a table with each row's throughput over the ceiling at batch B, and each service row's p50 over the
+ceiling's single-image p50; writes JSON (bench/results/service_vs_engine-*.json).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench._common import format_table, write_results
-from bench.engine import bench_batch, open_session, session_runner
+from bench.engine import bench_batch, open_session, session_runner, time_engine
 from bench.images import jpeg_payloads
 from bench.load import run_level
 from labelserve.bundle import list_versions, load_bundle
@@ -30,24 +34,33 @@ from labelserve.local_server import start_server
 
 def _in_process(repository: Path, model: str, batches: list[int], seconds: float, payloads: list[bytes],
                 engine: str, jpeg_decode: str) -> dict[int, dict[str, Any]]:
+    """Per batch size: the engine as the service runs it (its own engine class and settings), the pipeline around
+    it, and for onnxruntime also a raw session with onnxruntime's defaults (spinning threads: the ceiling)."""
+    from service.engines import create_engine
+
     version = list_versions(repository / model)[-1]
     bundle = load_bundle(repository / model / str(version))
     outputs = [bundle.manifest.outputs.logits.name]
-    if engine == "onnxruntime":
-        run = session_runner(open_session(bundle.file("model.onnx"), threads=0), outputs)
-    else:  # the service's own engine class (torch, tensorrt), so both sides run the same code
-        from service.engines import create_engine
-
-        served = create_engine(bundle, max_batch_size=max(batches), engine=engine)
-        served.load()
-        run = lambda tensors: served.run(tensors, outputs)  # noqa: E731
+    served = create_engine(bundle, max_batch_size=max(batches), engine=engine)
+    served.load()
+    run = lambda tensors: served.run(tensors, outputs)  # noqa: E731
     prepare = None
     if jpeg_decode == "torch":  # the service's own torch JPEG path, on the same device it would use
         from service.pipeline.torch_jpeg import TorchJpegPreprocessor, torch_device
 
         torch_jpeg = TorchJpegPreprocessor(bundle.manifest.input, torch_device("auto"))
         prepare = lambda payload: torch_jpeg(payload)  # noqa: E731
-    return {batch: bench_batch(run, bundle.manifest.input, payloads, batch, seconds, prepare) for batch in batches}
+    results = {batch: bench_batch(run, bundle.manifest.input, payloads, batch, seconds, prepare)
+               for batch in batches}
+    served.close()
+    if engine == "onnxruntime":
+        raw = session_runner(open_session(bundle.file("model.onnx"), threads=0), outputs)
+        for batch, result in results.items():
+            tensors = np.random.default_rng(0).standard_normal((batch, *bundle.manifest.input.shape),
+                                                                dtype=np.float32)
+            timing = time_engine(raw, tensors, seconds)
+            result["raw_engine_images_per_s"], result["raw_engine_latency"] = timing["images_per_s"], timing["latency"]
+    return results
 
 
 def _service(repository: Path, model: str, max_batch: int, concurrencies: list[int], seconds: float,
@@ -64,12 +77,17 @@ def _service(repository: Path, model: str, max_batch: int, concurrencies: list[i
 
 def _rows(in_process: dict[int, dict[str, Any]], services: dict[str, list[dict[str, Any]]],
           batch: int) -> list[dict[str, Any]]:
-    engine_ips = in_process[batch]["engine_images_per_s"]
-    engine_p50_single = in_process[1]["engine_latency"]["p50_ms"]
+    ceiling = "raw_engine" if "raw_engine_images_per_s" in in_process[batch] else "engine"
+    engine_ips = in_process[batch][f"{ceiling}_images_per_s"]
+    engine_p50_single = in_process[1][f"{ceiling}_latency"]["p50_ms"]
+    labels = {"raw_engine": "raw onnxruntime session (defaults, spinning)", "engine": "engine as served",
+              "pipeline": "pipeline (decode + preprocess + engine as served)"}
     rows = []
     for size, result in sorted(in_process.items()):
-        for kind in ("engine", "pipeline"):
-            rows.append({"path": f"{kind}, batch {size}", "img/s": result[f"{kind}_images_per_s"],
+        for kind, label in labels.items():
+            if f"{kind}_images_per_s" not in result:
+                continue
+            rows.append({"path": f"{label}, batch {size}", "img/s": result[f"{kind}_images_per_s"],
                          "p50 ms": result[f"{kind}_latency"]["p50_ms"], "p99 ms": result[f"{kind}_latency"]["p99_ms"],
                          "x engine": result[f"{kind}_images_per_s"] / engine_ips})
     for label, levels in services.items():
@@ -123,7 +141,8 @@ def main() -> None:
         "queue_delay_ms": args.queue_delay_ms, "in_process": {str(k): v for k, v in in_process.items()},
         "service": services, "rows": rows,
     }, args.out)
-    print(f"\nx engine = images/s over the raw engine's at batch {args.batch}; wrote {path}")
+    print(f"\nx engine = images/s over the ceiling's at batch {args.batch} (onnxruntime: the raw session); "
+          f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""API keys on the inference and model routes, and per-request deadlines that keep late work off the engine."""
+"""API keys on the inference and model routes, and per-request deadlines and client disconnects that keep work
+nobody will read off the engine."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from service_testing import assert_error, image_parts
 from starlette.testclient import TestClient
@@ -64,6 +67,54 @@ def test_a_per_request_deadline_answers_504_and_the_image_is_never_computed(mode
             "labelserve_images_total", {"model": "tiny", "version": "1"})
         assert not images
         assert client.post("/predict", files=image_parts(val_jpegs[0])).status_code == 200  # the default still holds
+
+
+async def _post_then_disconnect(app: object, request: httpx.Request, after_s: float) -> list[dict]:
+    """Drive the ASGI app as uvicorn does for a client that sends its upload and hangs up `after_s` later."""
+    body = request.read()
+    delivered = False
+
+    async def receive() -> dict:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(after_s)
+        return {"type": "http.disconnect"}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "headers": [(k.lower(), v) for k, v in request.headers.raw],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    await app(scope, receive, send)  # type: ignore[operator]
+    return sent
+
+
+def test_a_client_that_hangs_up_has_its_queued_image_dropped(model_repository: Path, val_jpegs: Images) -> None:
+    # as in the deadline test, an announced image keeps the batch waiting (1 s window), so this image is still
+    # queued when its client hangs up 0.2 s after sending it
+    settings = Settings(model_repository=model_repository, max_queue_delay_ms=1000, request_timeout_s=30)
+    request = httpx.Request("POST", "http://test/predict", files=image_parts(val_jpegs[0]))
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.labelserve
+        announcement = contextlib.ExitStack()
+        client.portal.call(announcement.enter_context, state.repository.get("tiny").batcher.incoming())
+        started = time.monotonic()
+        sent = client.portal.call(_post_then_disconnect, client.app, request, 0.2)
+        assert time.monotonic() - started < 1.0  # let go at the hang-up, not at the end of the batch window
+        assert sent[0]["status"] == 499  # nobody reads it; logs and metrics do
+        client.portal.call(announcement.close)
+        time.sleep(1.2)  # past the batch window: a computed image would be counted by now
+        registry = state.metrics.registry
+        assert not registry.get_sample_value("labelserve_images_total", {"model": "tiny", "version": "1"})
+        assert registry.get_sample_value("labelserve_errors_total",
+                                         {"route": "/predict", "code": "client_disconnected"}) == 1
+        assert client.post("/predict", files=image_parts(val_jpegs[0])).status_code == 200  # and the model serves
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "4000"])

@@ -58,7 +58,7 @@ COPY service/ service/
 COPY training/ training/
 COPY export/ export/
 RUN pip install --constraint constraints.txt ".[serve,export,train,gpu]" \
-        "onnxruntime-gpu==1.23.2" "tensorrt-cu12==10.13.3.9" "cuda-bindings==12.9.4" \
+        "onnxruntime-gpu==1.23.2" "tensorrt-cu12==10.13.3.9" "cuda-bindings==13.5.0" \
     && pip uninstall --yes onnxruntime
 USER 10001:10001
 WORKDIR /home/labelserve

@@ -13,6 +13,7 @@ import numpy as np
 
 from labelserve.bundle import Bundle
 from service.engines.base import EngineInfo, EngineLoadError, output_names, warm_up
+from service.torch_device import resolve_torch_device
 
 __all__ = ["TorchProgramEngine"]
 
@@ -52,12 +53,10 @@ class TorchProgramEngine:
             from torch.export.passes import move_to_device_pass
         except ImportError as exc:
             raise EngineLoadError("LABELSERVE_ENGINE=torch needs PyTorch installed (the train extra)") from exc
-        if self._device_name == "auto":
-            self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self._device = torch.device(self._device_name)
-            if self._device.type == "cuda" and not torch.cuda.is_available():
-                raise EngineLoadError(f"torch device {self._device_name!r} asked for, but CUDA is not available")
+        try:
+            self._device = resolve_torch_device(self._device_name)
+        except RuntimeError as exc:
+            raise EngineLoadError(str(exc)) from exc
         try:
             # moves the program's baked-in constants too (e.g. positional encodings traced on the CPU), not only
             # its parameters as Module.to() would

@@ -21,6 +21,7 @@ import numpy as np
 
 from labelserve.preprocess import PreprocessSpec, normalisation, resize_plan
 from labelserve.resample import PRECISION_BITS, RESAMPLE_FILTERS, resample_matrix
+from service.torch_device import resolve_torch_device
 
 __all__ = ["TorchJpegPreprocessor", "torch_device"]
 
@@ -37,17 +38,12 @@ def torch_device(name: str) -> Any:
         RuntimeError: torch or torchcodec is not installed, or a CUDA device is named and none is available.
     """
     try:
-        import torch
+        import torch  # noqa: F401
         import torchcodec.decoders  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(f"LABELSERVE_JPEG_DECODE=torch needs torch and torchcodec (the gpu extra): "
                            f"{exc}") from exc
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"LABELSERVE_TORCH_DEVICE={name} asked for, but torch sees no CUDA device")
-    return device
+    return resolve_torch_device(name)
 
 
 class TorchJpegPreprocessor:

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from bench._common import RESULTS_DIR, format_table, write_results
+from labelserve.torch_device import resolve_torch_device
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.config import load_config
-from training.train import resolve_device, run_training
+from training.train import run_training
 
 logger = logging.getLogger("bench.accuracy")
 
@@ -146,7 +147,7 @@ def run_row(row: Row, preset: Preset, out: Path) -> dict[str, Any]:
         "pointing_game": metrics.get("pointing_game"),
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "images_per_s": _inference_speed(result.best_checkpoint, config.data.image_size,
-                                          resolve_device(config.device)),
+                                          resolve_torch_device(config.device)),
         "train_seconds": train_seconds, "epochs_run": len(result.history),
     }
 

@@ -18,6 +18,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
+from labelserve.torch_device import resolve_torch_device
 from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data.dataset import MultiLabelDataset
@@ -33,7 +34,7 @@ from training.models import LabelStatistics, MultiLabelModel, create_model
 from training.optim import SAM, ModelEma, build_optimizer, build_scheduler
 from training.run_log import RunLog
 
-__all__ = ["TrainResult", "resolve_device", "run_training"]
+__all__ = ["TrainResult", "run_training"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +48,6 @@ class TrainResult:
     last_checkpoint: Path
     best_metrics: dict[str, float]
     history: list[dict[str, float]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available here; use device=auto or cpu")
-    return device
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -103,7 +94,7 @@ def _build_criterion(config: TrainConfig, model: MultiLabelModel) -> torch.nn.Mo
 def run_training(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     """Train `config` to completion (or early stop) and return where the artefacts are."""
     context = DistributedContext.from_environment()
-    device = context.device(resolve_device(config.device))
+    device = context.device(resolve_torch_device(config.device))
     context.start(device)
     try:
         return _Trainer(config, context, device, show_progress and context.is_main).fit()

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from labelserve.bundle import Bundle
+from labelserve.torch_device import resolve_torch_device
 from service.engines.base import EngineInfo, EngineLoadError, output_names, warm_up
-from service.torch_device import resolve_torch_device
 
 __all__ = ["TorchProgramEngine"]
 
@@ -54,7 +54,7 @@ class TorchProgramEngine:
         except ImportError as exc:
             raise EngineLoadError("LABELSERVE_ENGINE=torch needs PyTorch installed (the train extra)") from exc
         try:
-            self._device = resolve_torch_device(self._device_name)
+            self._device = resolve_torch_device(self._device_name, "LABELSERVE_TORCH_DEVICE")
         except RuntimeError as exc:
             raise EngineLoadError(str(exc)) from exc
         try:

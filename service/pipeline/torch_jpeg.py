@@ -21,7 +21,7 @@ import numpy as np
 
 from labelserve.preprocess import PreprocessSpec, normalisation, resize_plan
 from labelserve.resample import PRECISION_BITS, RESAMPLE_FILTERS, resample_matrix
-from service.torch_device import resolve_torch_device
+from labelserve.torch_device import resolve_torch_device
 
 __all__ = ["TorchJpegPreprocessor", "torch_device"]
 
@@ -43,7 +43,7 @@ def torch_device(name: str) -> Any:
     except ImportError as exc:
         raise RuntimeError(f"LABELSERVE_JPEG_DECODE=torch needs torch and torchcodec (the gpu extra): "
                            f"{exc}") from exc
-    return resolve_torch_device(name)
+    return resolve_torch_device(name, "LABELSERVE_TORCH_DEVICE")
 
 
 class TorchJpegPreprocessor:

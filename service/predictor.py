@@ -14,8 +14,8 @@ import numpy as np
 
 from labelserve.preprocess import PreprocessSpec
 from service.batching import Outputs
-from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, decode_image, postprocess, to_network_input
-from service.pipeline.decode import is_plain_jpeg, open_checked
+from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, postprocess, to_network_input
+from service.pipeline.decode import decode_opened, is_plain_jpeg, open_checked
 from service.repository import ServedModel
 
 __all__ = ["ImageAnswer", "ImageUpload", "Predictor"]
@@ -48,11 +48,10 @@ JpegPreprocessor = Callable[[bytes], np.ndarray | None]
 
 def _prepare(upload: ImageUpload, spec: PreprocessSpec, limits: DecodeLimits,
              jpeg: JpegPreprocessor | None) -> tuple[np.ndarray, tuple[int, int]]:
-    if jpeg is not None:  # the same header checks and errors first, then the other decoder for plain JPEGs
-        header = open_checked(upload.data, upload.filename, limits)
-        if is_plain_jpeg(header) and (array := jpeg(upload.data)) is not None:
-            return array, header.size
-    image = decode_image(upload.data, upload.filename, limits)
+    header = open_checked(upload.data, upload.filename, limits)
+    if jpeg is not None and is_plain_jpeg(header) and (array := jpeg(upload.data)) is not None:
+        return array, header.size
+    image = decode_opened(header, upload.data, upload.filename)
     return to_network_input(image, spec), image.size
 
 
@@ -69,7 +68,7 @@ class Predictor:
                 present); None keeps Pillow/simplejpeg for everything.
 
         Raises:
-            RuntimeError: torch JPEG decoding is asked for where torch, torchvision or the device is missing.
+            RuntimeError: torch JPEG decoding is asked for where torch, torchcodec or the device is missing.
         """
         self._limits = limits
         self._pool = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="decode")

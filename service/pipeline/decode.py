@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import ImageTooLargeError, InvalidImageError, UnsupportedImageError
 
-__all__ = ["ACCEPTED_FORMATS", "DecodeLimits", "decode_image", "is_plain_jpeg", "open_checked"]
+__all__ = ["ACCEPTED_FORMATS", "DecodeLimits", "decode_image", "decode_opened", "is_plain_jpeg", "open_checked"]
 
 # Formats with a plain, well-tested decoder; EPS (Ghostscript) and exotic formats are never opened. Phones' MPO
 # files open through the JPEG plugin.
@@ -117,7 +117,16 @@ def decode_image(data: bytes, filename: str, limits: DecodeLimits, fast_jpeg: bo
         ImageTooLargeError: too many bytes, or too many pixels according to the header (413).
         UnsupportedImageError: not an image, or a format we do not open (415).
     """
-    image = open_checked(data, filename, limits)
+    return decode_opened(open_checked(data, filename, limits), data, filename, fast_jpeg)
+
+
+def decode_opened(image: Image.Image, data: bytes, filename: str, fast_jpeg: bool = True) -> Image.Image:
+    """The pixels of an image `open_checked` returned (its header already passed the checks), as in `decode_image`.
+
+    Raises:
+        InvalidImageError: corrupt or truncated data (400).
+        ImageTooLargeError: a decompression bomb Pillow notices while decoding (413).
+    """
     if fast_jpeg and (fast := _fast_jpeg(image, data, filename)) is not None:
         return fast
     try:

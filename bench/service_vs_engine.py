@@ -48,8 +48,7 @@ def _in_process(repository: Path, model: str, batches: list[int], seconds: float
     if jpeg_decode == "torch":  # the service's own torch JPEG path, on the same device it would use
         from service.pipeline.torch_jpeg import TorchJpegPreprocessor, torch_device
 
-        torch_jpeg = TorchJpegPreprocessor(bundle.manifest.input, torch_device("auto"))
-        prepare = lambda payload: torch_jpeg(payload)  # noqa: E731
+        prepare = TorchJpegPreprocessor(bundle.manifest.input, torch_device("auto"))
     results = {batch: bench_batch(run, bundle.manifest.input, payloads, batch, seconds, prepare)
                for batch in batches}
     served.close()

@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from export.parity import ParityError
-from service.engines.tensorrt_plan import PlanRunner
+from service.engines.base import EngineLoadError
+from service.engines.tensorrt_plan import PlanRunner, import_tensorrt
 
 __all__ = ["PLAN_FILENAME", "PLAN_TOLERANCE", "BuiltPlan", "build_plan", "check_plan_parity", "tensorrt_missing"]
 
@@ -42,11 +43,9 @@ class BuiltPlan:
 def tensorrt_missing() -> str | None:
     """Why this machine cannot build plans (TensorRT, cuda-bindings or a GPU missing), or None if it can."""
     try:
-        import tensorrt  # noqa: F401
-
-        from service.engines import cuda_runtime
-    except ImportError as exc:
-        return f"TensorRT plans need the tensorrt and cuda-bindings packages (the gpu extra): {exc}"
+        _, cuda_runtime = import_tensorrt()
+    except EngineLoadError as exc:
+        return f"TensorRT plans cannot be built here: {exc}"
     try:
         cuda_runtime.device_arch()
     except cuda_runtime.CudaError as exc:

@@ -23,7 +23,7 @@ import numpy as np
 from labelserve.bundle import Bundle, EngineSpec
 from service.engines.base import EngineInfo, EngineLoadError, output_names, warm_up
 
-__all__ = ["PlanRunner", "TensorRTPlanEngine", "plan_mismatch"]
+__all__ = ["PlanRunner", "TensorRTPlanEngine", "import_tensorrt", "plan_mismatch"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def plan_mismatch(spec: EngineSpec, runtime_version: str, arch: str) -> str | No
     return "; ".join(problems) + " (build a plan on this machine: labelserve export --tensorrt)"
 
 
-def _import_tensorrt() -> tuple[Any, Any]:
+def import_tensorrt() -> tuple[Any, Any]:
     """tensorrt and the CUDA runtime helpers, or EngineLoadError saying what to install."""
     try:
         import tensorrt
@@ -111,7 +111,7 @@ class PlanRunner:
             EngineLoadError: TensorRT or CUDA is missing, the plan does not deserialize, or its input or batch
                 range is not what the manifest promises.
         """
-        trt, cuda = _import_tensorrt()
+        trt, cuda = import_tensorrt()
         self._cuda = cuda
         try:
             cuda.set_device(self._device_index)
@@ -225,7 +225,7 @@ class TensorRTPlanEngine:
 
     def load(self) -> None:
         """Check the plan fits this machine, open it, check its outputs against the manifest, warm it up."""
-        trt, cuda = _import_tensorrt()
+        trt, cuda = import_tensorrt()
         try:
             arch = cuda.device_arch(self._device_index)
         except cuda.CudaError as exc:
@@ -233,10 +233,9 @@ class TensorRTPlanEngine:
         if problem := plan_mismatch(self._spec, trt.__version__, arch):
             raise EngineLoadError(f"{self._bundle.path / self._spec.file} cannot run here: {problem}")
         self._runner.open()
-        if missing := set(output_names(self._bundle.manifest)) - set(self._runner.output_names):
-            self._runner.close()
-            raise EngineLoadError(f"the plan lacks outputs {sorted(missing)} listed in the manifest")
         try:
+            if missing := set(output_names(self._bundle.manifest)) - set(self._runner.output_names):
+                raise EngineLoadError(f"the plan lacks outputs {sorted(missing)} listed in the manifest")
             warm_up(self, self._bundle.manifest, self._bundle.file(self._spec.file))
         except EngineLoadError:
             self._runner.close()

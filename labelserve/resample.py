@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 
 __all__ = ["PRECISION_BITS", "RESAMPLE_FILTERS", "resample_matrix", "resize_like_pillow", "round_like_pillow"]
 
 PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit images
+
+ArrayT = TypeVar("ArrayT")  # a NumPy array or a torch tensor
 
 
 def _bilinear(x: float) -> float:
@@ -76,9 +79,12 @@ def resample_matrix(in_size: int, out_size: int, interpolation: str) -> np.ndarr
     return matrix
 
 
-def round_like_pillow(sums: np.ndarray) -> np.ndarray:
-    """Fixed-point sums -> 8-bit values: add half, shift right (floor), clip to 0..255, as Pillow's clip8 does."""
-    return np.clip(np.floor((sums + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS)), 0, 255)
+def round_like_pillow(sums: ArrayT) -> ArrayT:
+    """Fixed-point sums -> 8-bit values: add half, shift right (floor), clip to 0..255, as Pillow's clip8 does.
+
+    Operators and `.clip` only, so NumPy arrays and torch tensors (on any device) take the same code.
+    """
+    return ((sums + float(1 << (PRECISION_BITS - 1))) // float(1 << PRECISION_BITS)).clip(0, 255)
 
 
 def resize_like_pillow(pixels: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from labelserve.preprocess import PreprocessSpec, normalisation, resize_plan
-from labelserve.resample import PRECISION_BITS, RESAMPLE_FILTERS, resample_matrix
+from labelserve.resample import RESAMPLE_FILTERS, resample_matrix, round_like_pillow
 from labelserve.torch_device import resolve_torch_device
 
 __all__ = ["TorchJpegPreprocessor", "torch_device"]
@@ -87,11 +87,6 @@ class TorchJpegPreprocessor:
                 self._matrices[key] = matrix
         return matrix
 
-    def _round(self, sums: Any) -> Any:
-        """Pillow's clip8 on fixed-point sums (exact in float64)."""
-        half, one = float(1 << (PRECISION_BITS - 1)), float(1 << PRECISION_BITS)
-        return self._torch.floor((sums + half) / one).clamp_(0, 255)
-
     def __call__(self, data: bytes) -> np.ndarray | None:
         """The network input for one JPEG, or None where the Pillow path must decode it."""
         if not data.rstrip(b"\0").endswith(_END_OF_IMAGE):
@@ -105,9 +100,9 @@ class TorchJpegPreprocessor:
         plan = resize_plan(width, height, self._spec)
         pixels = image.to(torch.float64)
         if plan.width != width:  # horizontal pass first, as Pillow does
-            pixels = self._round(torch.matmul(pixels, self._matrix(width, plan.width).T))
+            pixels = round_like_pillow(torch.matmul(pixels, self._matrix(width, plan.width).T))
         if plan.height != height:
-            pixels = self._round(torch.matmul(self._matrix(height, plan.height), pixels))
+            pixels = round_like_pillow(torch.matmul(self._matrix(height, plan.height), pixels))
         spec = self._spec
         pixels = pixels[:, plan.top:plan.top + spec.height, plan.left:plan.left + spec.width]
         normalised = (pixels.to(torch.float32) - self._offset) / self._scale

@@ -6,6 +6,7 @@ is worse than serving none.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from export.wrapper import ExportWrapper
 
-__all__ = ["ParityError", "ParityReport", "check_onnx_parity"]
+__all__ = ["ParityError", "ParityReport", "check_onnx_parity", "largest_differences"]
 
 
 class ParityError(RuntimeError):
@@ -36,6 +37,26 @@ class ParityReport:
         return all(diff <= self.tolerance for diff in self.max_abs_diff.values())
 
 
+def largest_differences(reference: Callable[[np.ndarray], Sequence[np.ndarray]],
+                        candidate: Callable[[np.ndarray], Sequence[np.ndarray]], names: Sequence[str],
+                        images: np.ndarray, batch_sizes: Sequence[int]) -> dict[str, float]:
+    """Largest |reference - candidate| per named output, over `images` cut into batches of each size.
+
+    Raises:
+        ParityError: an output's shapes disagree.
+    """
+    worst = dict.fromkeys(names, 0.0)
+    for batch in batch_sizes:
+        for start in range(0, images.shape[0], batch):
+            chunk = np.ascontiguousarray(images[start:start + batch])
+            for name, expected, actual in zip(names, reference(chunk), candidate(chunk), strict=True):
+                if expected.shape != actual.shape:
+                    raise ParityError(f"output {name}: reference shape {expected.shape}, exported shape "
+                                      f"{actual.shape}")
+                worst[name] = max(worst[name], float(np.max(np.abs(expected - actual))))
+    return worst
+
+
 def check_onnx_parity(
     wrapper: ExportWrapper, onnx_path: Path, images: np.ndarray, tolerance: float = 1e-4, raise_on_failure: bool = True
 ) -> ParityReport:
@@ -52,18 +73,15 @@ def check_onnx_parity(
         raise ValueError(f"parity needs images [N, 3, H, W], got {images.shape}")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = wrapper.output_names()
-    worst = dict.fromkeys(names, 0.0)
+    input_name = session.get_inputs()[0].name
     batch_sizes = tuple(sorted({1, images.shape[0]}))
-    with torch.no_grad():
-        for batch in batch_sizes:
-            for start in range(0, images.shape[0], batch):
-                chunk = np.ascontiguousarray(images[start:start + batch])
-                expected = [t.numpy() for t in wrapper(torch.from_numpy(chunk))]
-                actual = session.run(names, {session.get_inputs()[0].name: chunk})
-                for name, exp, act in zip(names, expected, actual, strict=True):
-                    if exp.shape != act.shape:
-                        raise ParityError(f"output {name}: torch shape {exp.shape}, onnxruntime shape {act.shape}")
-                    worst[name] = max(worst[name], float(np.max(np.abs(exp - act))))
+
+    def eager(chunk: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in wrapper(torch.from_numpy(chunk))]
+
+    worst = largest_differences(eager, lambda chunk: session.run(names, {input_name: chunk}), names, images,
+                                batch_sizes)
     report = ParityReport(worst, tolerance, batch_sizes, int(images.shape[0]))
     if raise_on_failure and not report.passed:
         raise ParityError(f"onnxruntime differs from PyTorch beyond {tolerance}: {worst}")

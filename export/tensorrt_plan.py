@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from export.parity import ParityError
+from export.parity import ParityError, largest_differences
 from service.engines.base import EngineLoadError
 from service.engines.tensorrt_plan import PlanRunner, import_tensorrt
 
@@ -115,15 +115,11 @@ def check_plan_parity(plan_path: Path, onnx_path: Path, input_name: str, output_
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     runner = PlanRunner(plan_path, input_name, max_batch)
     runner.open()
-    worst = dict.fromkeys(output_names, 0.0)
     try:
-        for batch in sorted({1, min(len(images), runner.max_batch)}):
-            for start in range(0, len(images), batch):
-                chunk = np.ascontiguousarray(images[start:start + batch])
-                expected = session.run(output_names, {input_name: chunk})
-                actual = runner.run(chunk, output_names)
-                for name, exp in zip(output_names, expected, strict=True):
-                    worst[name] = max(worst[name], float(np.max(np.abs(exp - actual[name]))))
+        worst = largest_differences(
+            lambda chunk: session.run(output_names, {input_name: chunk}),
+            lambda chunk: list(runner.run(chunk, output_names).values()),  # in output_names order
+            output_names, images, sorted({1, min(len(images), runner.max_batch)}))
     finally:
         runner.close()
     if any(diff > tolerance for diff in worst.values()):

@@ -68,9 +68,7 @@ def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, paylo
     returns host arrays, so GPU work is finished when it returns); `prepare` turns a JPEG into the network input
     (default: the service's Pillow/simplejpeg path)."""
     prepare = prepare or (lambda payload: _decode_preprocess(payload, spec))
-    tensors = np.stack([prepare(p) for p in payloads[:batch]])
-    run(tensors)  # warm-up for this shape
-    engine = _timed_loop(lambda: run(tensors), seconds)
+    engine = time_engine(run, np.stack([prepare(p) for p in payloads[:batch]]), seconds)  # warms this shape up too
     cursor = iter(range(10**9))
 
     def pipeline_step() -> None:
@@ -81,8 +79,8 @@ def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, paylo
     pipeline = _timed_loop(pipeline_step, seconds)
     return {
         "batch": batch,
-        "engine_images_per_s": batch * len(engine) / sum(engine),
-        "engine_latency": percentiles_ms(engine),
+        "engine_images_per_s": engine["images_per_s"],
+        "engine_latency": engine["latency"],
         "pipeline_images_per_s": batch * len(pipeline) / sum(pipeline),
         "pipeline_latency": percentiles_ms(pipeline),
     }

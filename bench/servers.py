@@ -32,10 +32,11 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class RunningServer:
-    """A server under test: where to reach it and which process to account CPU time to."""
+    """A server under test: where to reach it, which process to account CPU time to, and its log."""
 
     url: str
     pid: int
+    log_path: Path
 
 
 def _children(pid: int) -> list[int]:
@@ -90,7 +91,7 @@ def _baseline(repository: Path, model: str, log_dir: Path) -> Iterator[RunningSe
         if url is None:
             raise RuntimeError(f"the baseline server did not start:\n{log_path.read_text(errors='replace')}")
         httpx.get(f"{url}/docs", timeout=10).raise_for_status()
-        yield RunningServer(url=url, pid=process.pid)
+        yield RunningServer(url=url, pid=process.pid, log_path=log_path)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -106,7 +107,7 @@ def _labelserve(repository: Path, model: str, log_dir: Path, **settings: str) ->
     server = start_server(_single_model_repository(repository, model, log_dir), log_dir, repository_poll_s="0",
                           **settings)
     with server:
-        yield RunningServer(url=server.url, pid=server.process.pid)
+        yield RunningServer(url=server.url, pid=server.process.pid, log_path=server.log_path)
         server.stop()
 
 

@@ -53,7 +53,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.ready = False
         logger.info("shutting down: draining queued requests (up to %.1f s)", state.settings.drain_timeout_s)
         await state.repository.stop(state.settings.drain_timeout_s)
-        state.predictor.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -69,7 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings, metrics=metrics, repository=ModelRepository(settings, metrics),
         predictor=Predictor(DecodeLimits(max_image_bytes=settings.max_image_bytes,
                                          max_image_pixels=settings.max_image_pixels),
-                            worker_threads=settings.decode_threads,
                             torch_jpeg_device=settings.torch_device if settings.jpeg_decode == "torch" else None),
     )
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)

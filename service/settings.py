@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="width * height, checked from the header")
     max_images_per_request: int = Field(default=32, ge=1)
 
-    decode_threads: int = Field(default=4, ge=1, description="threads for decode, preprocess and postprocess")
+    decode_threads: int = Field(default=4, ge=1, description="threads per model for decode, preprocess and "
+                                                           "postprocess")
     engine: Literal["onnxruntime", "tensorrt", "torch"] = Field(
         default="onnxruntime", description="onnxruntime (model.onnx), tensorrt (the bundle's TensorRT plan, run "
                                            "natively), or torch (the bundle's torch.export program)")
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     execution_providers: Annotated[list[str], NoDecode] = Field(
         default=["auto"], min_length=1, description="onnxruntime providers: auto, or a list such as cuda,cpu")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
+    intra_op_spinning: bool = Field(default=False, description="onnxruntime's idle intra-op threads spin (lower "
+                                                               "latency per op, CPU that decoding cannot use)")
     attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
     api_key: SecretStr | None = Field(default=None, description="when set, inference and model routes need it in "

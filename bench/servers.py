@@ -21,12 +21,12 @@ from pathlib import Path
 import httpx
 
 from labelserve.bundle import list_versions
+from labelserve.loadgen import process_tree_cpu_s
 from labelserve.local_server import start_server
 
 __all__ = ["RunningServer", "process_tree_cpu_s", "serve"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,33 +37,6 @@ class RunningServer:
     url: str
     pid: int
     log_path: Path
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def process_tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads and its live child processes (worker processes)."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
-        pending.extend(_children(current))
-    return total
 
 
 def _single_model_repository(repository: Path, model: str, into: Path) -> Path:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.lean_http import Connection, ProtocolError, multipart_request
+from labelserve.loadgen import Connection, ProtocolError, multipart_request
 from labelserve.local_server import start_server
 
 pytestmark = pytest.mark.e2e

@@ -8,17 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 
+from labelserve.schemas import ImageResult, LabelScore, PredictResponse
 from service.errors import (
     ImageTooLargeError,
     InvalidParameterError,
     TooManyImagesError,
     UnsupportedMediaTypeError,
+    error_responses,
 )
 from service.pipeline import PostprocessOptions
 from service.predictor import ImageAnswer, ImageUpload
 from service.routes._auth import require_api_key
 from service.routes._guard import run_guarded
-from service.schemas import ErrorBody, ImageResult, LabelScore, PredictResponse
 from service.state import StateDep
 
 __all__ = ["router"]
@@ -44,9 +45,7 @@ class _MultipartRoute(APIRoute):
 
 
 router = APIRouter(tags=["predict"], route_class=_MultipartRoute, dependencies=[Depends(require_api_key)])
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 500, 503, 504)
-}
+_ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 
 
 async def _read_upload(upload: UploadFile, index: int, max_image_bytes: int) -> ImageUpload:

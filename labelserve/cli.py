@@ -15,7 +15,8 @@ from pathlib import Path
 __all__ = ["main"]
 
 logger = logging.getLogger("labelserve")
-_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL")
+_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL", "httpx",
+                  "httpcore")
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -24,7 +24,6 @@ from service.pipeline import DecodeLimits
 from service.predictor import Predictor
 from service.repository import ModelRepository
 from service.routes import health_router, metrics_router, models_router, page_router, predict_router
-from service.routes.page import STATIC_URL, static_files
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -77,7 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (predict_router, models_router, health_router, metrics_router, oip_router, page_router):
         app.include_router(router)
-    app.mount(STATIC_URL, static_files(), name="page-files")
     app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)  # added last = outermost
     return app

@@ -25,7 +25,12 @@ def test_the_page_and_every_file_it_references_are_served(client: TestClient) ->
         assert response.status_code == 200, reference
         assert response.content == (STATIC / reference.removeprefix("/ui/")).read_bytes()
     assert client.get("/ui/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
-    assert client.get("/ui/missing.js").status_code == 404
+    for missing in ("/ui/missing.js", "/ui/index.html", "/ui/..%2Fapp.py", "/ui/%2e%2e"):
+        response = client.get(missing)
+        assert response.status_code == 404 and response.json()["code"] == "not_found", missing
+    registry = client.app.state.labelserve.metrics.registry
+    assert registry.get_sample_value("labelserve_requests_total",
+                                     {"method": "GET", "route": "/ui/{name}", "status": "200"}) >= 3
 
 
 def test_the_page_is_open_but_not_part_of_the_api_schema(model_repository: Path) -> None:

@@ -20,7 +20,7 @@ from labelserve.local_server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 300
+EXAMPLES = 200
 CLIENT_ERRORS = {400, 404, 413, 415}
 
 _numbers = st.one_of(st.integers(min_value=-(10**400), max_value=10**400), st.floats(allow_nan=True),

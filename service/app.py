@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.admission import AdmissionMiddleware
 from service.errors import install_error_handlers
 from service.gpu_metrics import register_gpu_metrics
 from service.limits import RequestSizeLimitMiddleware
@@ -77,5 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (predict_router, models_router, health_router, metrics_router, oip_router, page_router):
         app.include_router(router)
     app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.in_flight_limit,
+                       on_refused=metrics.admission_rejections.inc)
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)  # added last = outermost
     return app

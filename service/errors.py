@@ -25,10 +25,12 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidImageError",
     "InvalidParameterError",
+    "MalformedRequestError",
     "ModelNotFoundError",
     "NotReadyError",
     "QueueFullError",
     "RequestTooLargeError",
+    "ServerBusyError",
     "ServiceError",
     "TooManyImagesError",
     "UnauthorizedError",
@@ -66,6 +68,12 @@ class InvalidParameterError(ServiceError):
     """A request parameter is well-formed but cannot be honoured (e.g. attention from a model without it)."""
 
     code = "invalid_parameter"
+
+
+class MalformedRequestError(ServiceError):
+    """The request body does not follow the syntax its content type promises (e.g. a broken multipart body)."""
+
+    code = "malformed_request"
 
 
 class ModelNotFoundError(ServiceError):
@@ -124,6 +132,12 @@ class QueueFullError(RetryableError):
     code = "queue_full"
 
 
+class ServerBusyError(RetryableError):
+    """The server already handles LABELSERVE_MAX_IN_FLIGHT inference requests; refused before the body is read."""
+
+    code = "server_busy"
+
+
 class NotReadyError(RetryableError):
     """Models are still loading, or the server is shutting down."""
 
@@ -152,6 +166,7 @@ class ClientDisconnectedError(ServiceError):
 _STATUS: dict[type[ServiceError], int] = {
     InvalidImageError: 400,
     InvalidParameterError: 400,
+    MalformedRequestError: 400,
     UnauthorizedError: 401,
     ModelNotFoundError: 404,
     ImageTooLargeError: 413,
@@ -162,6 +177,7 @@ _STATUS: dict[type[ServiceError], int] = {
     ClientDisconnectedError: 499,  # nginx's "client closed request"; nobody reads it, but logs and metrics do
     EngineError: 500,
     QueueFullError: 503,
+    ServerBusyError: 503,
     NotReadyError: 503,
     DeadlineExceededError: 504,
 }

@@ -7,13 +7,13 @@ Metrics live on a per-app `CollectorRegistry`, so several apps in one process (t
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.routing import compile_path
@@ -66,6 +66,9 @@ class Metrics:
                                  registry=reg)
         self.rejections = Counter("labelserve_rejections", "Images refused before inference",
                                   (*_MODEL_LABELS, "reason"), registry=reg)
+        self.admission_rejections = Counter("labelserve_admission_rejections",
+                                            "Inference requests answered 503 at the door, before their body was read "
+                                            "(LABELSERVE_MAX_IN_FLIGHT)", registry=reg)
         self.model_info = Gauge("labelserve_model_info", "Models being served (value 1)",
                                 (*_MODEL_LABELS, "engine", "provider"), registry=reg)
         self.model_loads = Counter("labelserve_model_loads", "Model version loads by result (success, failure)",
@@ -140,7 +143,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED_LOG_KEYS and k != "request_id"})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()  # one line per request: the cheap encoder
 
 
 def configure_logging(level: str) -> None:

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from labelserve.preprocess import PreprocessSpec
+from labelserve.image import display_size
+from labelserve.preprocess import PreprocessSpec, dct_scale_factor
 from service.batching import Outputs
 from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, postprocess, to_network_input
 from service.pipeline.decode import decode_opened, is_plain_jpeg, open_checked
@@ -48,11 +49,15 @@ JpegPreprocessor = Callable[[bytes], np.ndarray | None]
 
 def _prepare(upload: ImageUpload, spec: PreprocessSpec, limits: DecodeLimits,
              jpeg: JpegPreprocessor | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(network input, the image's displayed size) of one upload; the size is the original's even where the JPEG
+    is decoded at a DCT scale."""
     header = open_checked(upload.data, upload.filename, limits)
-    if jpeg is not None and is_plain_jpeg(header) and (array := jpeg(upload.data)) is not None:
-        return array, header.size
-    image = decode_opened(header, upload.data, upload.filename)
-    return to_network_input(image, spec), image.size
+    size = display_size(header)
+    if (jpeg is not None and is_plain_jpeg(header) and dct_scale_factor(*size, spec) == 1
+            and (array := jpeg(upload.data)) is not None):  # the torch path decodes at full size only
+        return array, size
+    image = decode_opened(header, upload.data, upload.filename, spec=spec)
+    return to_network_input(image, spec), size
 
 
 class Predictor:
@@ -129,8 +134,11 @@ class Predictor:
 
     async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
         outputs, size = await self._outputs(model, upload, options.attention)
-        prediction = await asyncio.get_running_loop().run_in_executor(self._pool, postprocess, outputs,
-                                                                      model.manifest, size, options)
+        if options.attention:  # PNG encoding: a worker thread's job
+            prediction = await asyncio.get_running_loop().run_in_executor(self._pool, postprocess, outputs,
+                                                                          model.manifest, size, options)
+        else:  # a sigmoid and a sort of C values: cheaper here than a round trip through the pool
+            prediction = postprocess(outputs, model.manifest, size, options)
         return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)
 
     def close(self) -> None:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0,
                                       description="longest a batch waits for more requests after its first one")
     max_queue_size: int = Field(default=256, ge=1, description="queued images per model before 503")
+    max_in_flight: int | None = Field(default=None, ge=1, description="inference requests handled at once; more are "
+                                      "answered 503 before their body is read (default: max_queue_size)")
     request_timeout_s: float = Field(default=30.0, gt=0.0, description="whole-request deadline before 504")
 
     max_image_bytes: int = Field(default=20 * MIB, ge=1)
@@ -84,6 +86,11 @@ class Settings(BaseSettings):
                 f"{self.max_image_bytes}, so a largest allowed image could never be uploaded; raise the request limit"
             )
         return self
+
+    @property
+    def in_flight_limit(self) -> int:
+        """`max_in_flight`, or `max_queue_size` when unset: about the requests the batch queue can take at once."""
+        return self.max_in_flight if self.max_in_flight is not None else self.max_queue_size
 
     @property
     def log_level_number(self) -> int:

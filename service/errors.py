@@ -196,7 +196,9 @@ _EXAMPLES: dict[int, tuple[tuple[str, str], ...]] = {
     415: (("unsupported_image", "notes.txt is not an image in an accepted format (JPEG, PNG, WEBP, GIF, BMP, TIFF)"),),
     422: (("validation_error", "invalid request: top_k: Input should be greater than or equal to 1"),),
     500: (("engine_error", "inference failed for model 'demo': <the engine's message>"),),
-    503: (("queue_full", "model 'demo-v1' has 256 images queued; retry shortly"),),
+    503: (("queue_full", "model 'demo-v1' has 256 images queued; retry shortly"),
+          ("server_busy", "the server is handling its limit of 64 inference requests (LABELSERVE_MAX_IN_FLIGHT); "
+                          "retry after 1 s")),
     504: (("deadline_exceeded", "the request did not finish within its deadline of 30 s (the timeout_s field; "
                                 "default LABELSERVE_REQUEST_TIMEOUT_S)"),),
 }

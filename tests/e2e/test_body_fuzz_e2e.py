@@ -1,7 +1,8 @@
-"""Fuzzing the Open Inference Protocol routes' bodies against a real server, beyond what the OpenAPI schema
-describes (those routes read their bodies themselves): wrong types in every field, huge and non-finite numbers,
-deep nesting, shapes that disagree with the data, binary parts that do not add up. Every malformed body gets a 4xx
-with the JSON error body; a well-formed one is answered 200; nothing reaches an unhandled exception."""
+"""Fuzzing the bodies of the routes that read them themselves, against a real server, beyond what the OpenAPI schema
+describes: the Open Inference Protocol's (wrong types in every field, huge and non-finite numbers, deep nesting,
+shapes that disagree with the data, binary parts that do not add up) and /predict's multipart form (broken syntax,
+odd headers, wrong field values). Every malformed body gets a 4xx with the JSON error body; a well-formed one is
+answered 200; nothing reaches an unhandled exception."""
 
 from __future__ import annotations
 
@@ -146,6 +147,53 @@ def test_fuzzed_model_and_version_segments(http: httpx.Client, segment: str) -> 
         assert response.status_code in {200, 400, 404}, f"{path} -> {response.status_code}: {response.text[:300]}"
         if response.status_code >= 400:
             _assert_answered(response, {400, 404})
+
+
+_FIELDS = st.sampled_from(["files", "top_k", "threshold", "attention", "model", "version", "timeout_s", "other", ""])
+_VALUES = st.one_of(st.binary(max_size=40), st.sampled_from([b"1", b"0", b"-1", b"true", b"nan", b"1e999", b"tiny",
+                                                              b"9" * 400, b"\xff\xfe", b""]))
+
+
+@st.composite
+def _multipart(draw: st.DrawFn, jpeg: bytes) -> tuple[bytes, str]:
+    """A multipart body, well-formed or broken in one of many ways, and its content type."""
+    boundary = draw(st.sampled_from([b"xYz", b"a" * 70, b"--", b"b"]))
+    chunks = []
+    for _ in range(draw(st.integers(0, 4))):
+        name = draw(_FIELDS).encode()
+        disposition = b'form-data; name="' + name + b'"'
+        if draw(st.booleans()):
+            disposition += b'; filename="' + draw(st.sampled_from([b"a.jpg", b"", b"\xff.png", b"x\"y"])) + b'"'
+        headers = [b"Content-Disposition: " + draw(st.sampled_from([disposition, b"attachment", b"form-data"]))]
+        if draw(st.booleans()):
+            headers.append(b"Content-Type: " + draw(st.sampled_from([b"image/jpeg", b"text/plain", b"", b"\x00"])))
+        if draw(st.integers(0, 9)) == 0:
+            headers.append(draw(st.binary(max_size=20)))
+        data = jpeg if name == b"files" and draw(st.booleans()) else draw(_VALUES)
+        chunks.append(b"--" + boundary + b"\r\n" + b"\r\n".join(headers) + b"\r\n\r\n" + data + b"\r\n")
+    body = b"".join(chunks) + (b"--" + boundary + b"--\r\n" if draw(st.booleans()) else b"")
+    if draw(st.integers(0, 4)) == 0:
+        cut = draw(st.integers(0, len(body)))
+        body = body[:cut] + draw(st.binary(max_size=10)) + body[cut + draw(st.integers(0, 10)):]
+    content_type = draw(st.sampled_from([f"multipart/form-data; boundary={boundary.decode()}",
+                                         f'multipart/form-data; boundary="{boundary.decode()}"',
+                                         "multipart/form-data", "multipart/form-data; boundary=",
+                                         "multipart/form-data; boundary=" + "c" * 80, "text/plain", ""]))
+    return body, content_type
+
+
+@pytest.fixture(scope="module")
+def scene_jpeg(val_jpegs: list[tuple[str, bytes]]) -> bytes:
+    return val_jpegs[0][1]
+
+
+@given(data=st.data())
+@settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_fuzzed_predict_forms_get_a_json_answer_never_a_server_error(http: httpx.Client, scene_jpeg: bytes,
+                                                                     data: st.DataObject) -> None:
+    body, content_type = data.draw(_multipart(scene_jpeg))
+    response = http.post("/predict", content=body, headers={"Content-Type": content_type} if content_type else {})
+    _assert_answered(response, CLIENT_ERRORS | {200, 422})
 
 
 def test_the_server_logged_no_unhandled_error(server: ServerProcess) -> None:

@@ -1,4 +1,5 @@
-"""`labelserve data|train|export|demo|visualize|serve|tune`: argument parsing only; the work lives in the packages.
+"""`labelserve data|train|export|demo|visualize|serve|predict|tune`: argument parsing only; the work lives in the
+packages.
 
 Imports happen inside each command, so `labelserve serve` never loads torch.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,8 @@ from pathlib import Path
 __all__ = ["main"]
 
 logger = logging.getLogger("labelserve")
-_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL", "httpx")
+_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL", "httpx",
+                  "httpcore")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -124,6 +127,34 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import httpx
+
+    from labelserve.client import ApiError, Client
+    from labelserve.predict_report import format_table, write_overlays
+
+    images = [Path(image) for image in args.images]
+    missing = [str(image) for image in images if not image.is_file()]
+    if missing:
+        sys.stderr.write(f"error: no such file: {', '.join(missing)}\n")
+        return 2
+    try:
+        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout) as client:
+            answer = client.predict(images, top_k=args.top_k, threshold=args.threshold,
+                                    attention=args.attention is not None, model=args.model)
+    except ApiError as error:
+        sys.stderr.write(f"error: {error.message} (HTTP {error.status}, {error.code})\n")
+        return 1
+    except httpx.HTTPError as error:
+        sys.stderr.write(f"error: no answer from {args.url}: {error}\n")
+        return 1
+    sys.stdout.write(answer.model_dump_json(exclude_none=True) + "\n" if args.json else format_table(answer))
+    if args.attention is not None:
+        for path in write_overlays(answer, images, Path(args.attention)):
+            logger.info("wrote %s", path)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelserve", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -198,6 +229,21 @@ def _parser() -> argparse.ArgumentParser:
                           help="which settings to search, in order (default: all)")
     tune_cmd.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
     tune_cmd.set_defaults(func=_cmd_tune)
+
+    predict = commands.add_parser("predict", help="label images with a running server; print a table per image")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("--url", default=os.environ.get("LABELSERVE_URL", "http://127.0.0.1:8000"),
+                         help="the server (default: $LABELSERVE_URL or http://127.0.0.1:8000)")
+    predict.add_argument("--api-key", default=os.environ.get("LABELSERVE_API_KEY"),
+                         help="sent as X-API-Key (default: $LABELSERVE_API_KEY)")
+    predict.add_argument("--model", help="model name (default: the server's first)")
+    predict.add_argument("--top-k", type=int, help="show only the k most probable labels")
+    predict.add_argument("--threshold", type=float, help="decide every label at this probability")
+    predict.add_argument("--attention", metavar="DIR",
+                         help="write each predicted label's attention over its image to DIR/<image>.<label>.png")
+    predict.add_argument("--json", action="store_true", help="print the API's JSON answer instead of tables")
+    predict.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 

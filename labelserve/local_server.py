@@ -92,14 +92,16 @@ def _listening_url(log_path: Path) -> str | None:
     return None
 
 
-def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0,
+def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0, ready_path: str = "/readyz",
                  **settings: str) -> ServerProcess:
-    """Start the service on `repository` and return once `/readyz` answers 200.
+    """Start the service on `repository` and return once `ready_path` answers 200.
 
     Args:
         repository: model repository root.
         log_dir: where `server.log` is written.
         startup_timeout_s: how long loading and warm-up may take.
+        ready_path: what must answer 200 first: `/readyz` (models loaded), or `/healthz` for a server that is
+            expected to answer before any model is (an empty repository).
         **settings: extra settings, e.g. `max_queue_delay_ms="50"` becomes `LABELSERVE_MAX_QUEUE_DELAY_MS=50`.
     """
     log_path = log_dir / "server.log"
@@ -112,7 +114,7 @@ def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120
             raise AssertionError(f"server exited with {process.returncode} during startup:\n"
                                  f"{log_path.read_text(errors='replace')}")
         url = _listening_url(log_path)
-        if url is not None and _is_ready(url):
+        if url is not None and _answers(f"{url}{ready_path}"):
             return ServerProcess(process=process, url=url, log_path=log_path)
         time.sleep(0.2)
     process.kill()
@@ -120,8 +122,8 @@ def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120
     raise AssertionError(f"server was not ready within {startup_timeout_s} s:\n{log_path.read_text(errors='replace')}")
 
 
-def _is_ready(url: str) -> bool:
+def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        return httpx.get(url, timeout=5).status_code == 200
     except httpx.TransportError:
         return False

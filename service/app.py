@@ -24,7 +24,7 @@ from service.oip import router as oip_router
 from service.pipeline import DecodeLimits
 from service.predictor import Predictor
 from service.repository import ModelRepository
-from service.routes import health_router, metrics_router, models_router, predict_router
+from service.routes import health_router, metrics_router, models_router, page_router, predict_router
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
     app.state.labelserve = state
     install_error_handlers(app)
-    for router in (predict_router, models_router, health_router, metrics_router, oip_router):
+    for router in (predict_router, models_router, health_router, metrics_router, oip_router, page_router):
         app.include_router(router)
     app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
     app.add_middleware(AdmissionMiddleware, max_in_flight=settings.in_flight_limit,

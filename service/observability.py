@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ERROR_CODE_HEADER
@@ -157,10 +158,36 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).propagate = True
 
 
-def _route_label(scope: Scope) -> str:
+def _full_templates(app: object) -> dict[int, list[tuple[re.Pattern[str], str]]]:
+    """id(route object) -> (path regex, full path template) for every place the app includes that route.
+
+    FastAPI puts the router's own route object in `scope["route"]`; its `path` lacks the prefixes its router was
+    included under (`/v2` of the OIP routes), so the full template comes from the app's route contexts.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before 0.16x copied included routes with their full path: route.path is complete
+        return {}
+    templates: dict[int, list[tuple[re.Pattern[str], str]]] = {}
+    for context in iter_route_contexts(getattr(app, "routes", [])):
+        if isinstance(context.path, str):
+            regex = compile_path(context.path)[0]
+            templates.setdefault(id(context.original_route), []).append((regex, context.path))
+    return templates
+
+
+def _route_label(scope: Scope, templates: dict[int, list[tuple[re.Pattern[str], str]]]) -> str:
+    """The matched route's full path template, e.g. `/v2/models/{name}/infer`; raw paths would explode the label
+    cardinality, so anything unmatched is `unmatched`."""
     route = scope.get("route")
+    candidates = templates.get(id(route))
+    if candidates:
+        if len(candidates) == 1:
+            return candidates[0][1]
+        path = scope.get("path", "")
+        return next((template for regex, template in candidates if regex.match(path)), candidates[0][1])
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"  # raw paths would explode the label cardinality
+    return path if isinstance(path, str) else "unmatched"
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -178,6 +205,7 @@ class RequestObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._templates: dict[int, list[tuple[re.Pattern[str], str]]] | None = None  # built on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -206,7 +234,9 @@ class RequestObservabilityMiddleware:
         finally:
             in_flight.dec()
             elapsed = time.perf_counter() - started
-            route = _route_label(scope)
+            if self._templates is None:
+                self._templates = _full_templates(scope.get("app"))
+            route = _route_label(scope, self._templates)
             method = str(scope.get("method", ""))
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.request_latency.labels(method, route).observe(elapsed)

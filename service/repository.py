@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,7 +35,7 @@ from service.model_config import ModelConfig, ModelConfigError, load_model_confi
 from service.observability import Metrics
 from service.settings import Settings
 
-__all__ = ["ModelRepository", "RepositoryError", "ServedModel"]
+__all__ = ["ModelRepository", "RepositoryError", "ServedModel", "VersionState"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,16 @@ def _manifest_stamp(version_dir: Path) -> int:
         return -1
 
 
+@dataclass(frozen=True)
+class VersionState:
+    """One version folder as the repository index reports it."""
+
+    name: str
+    version: int
+    state: str  # READY, LOADING or UNAVAILABLE (Triton's model states)
+    reason: str  # why it is not READY; empty when it is
+
+
 class ModelRepository:
     """Loads the repository's models, keeps them in sync with the folder, and lends them to requests."""
 
@@ -119,7 +130,8 @@ class ModelRepository:
         self._settings = settings
         self._metrics = metrics
         self._models: dict[str, dict[int, ServedModel]] = {}
-        self._refused: dict[Path, int] = {}  # version folder -> manifest stamp when it was refused
+        self._refused: dict[Path, tuple[int, str]] = {}  # version folder -> (manifest stamp, why) when refused
+        self._loading: set[Path] = set()
         self._unloading: set[asyncio.Task[None]] = set()
         self._empty: set[str] = set()  # models already reported as having no versions
         self._sync_lock = asyncio.Lock()
@@ -152,6 +164,33 @@ class ModelRepository:
             raise ModelNotFoundError(f"model {name!r} has no served version {version}; served versions: "
                                      f"{', '.join(map(str, sorted(versions)))}")
         return versions[version]
+
+    def index(self) -> list[VersionState]:
+        """Every version folder of every model folder, served or not, with its state and why (Triton's repository
+        index); sorted by name, then version."""
+        if not self._root.is_dir():
+            return []
+        states = []
+        for model_dir in sorted(p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            served = self._models.get(model_dir.name, {})
+            for version in list_versions(model_dir):
+                states.append(VersionState(model_dir.name, version, *self._state_of(model_dir / str(version),
+                                                                                    version in served)))
+        return states
+
+    def _state_of(self, version_dir: Path, served: bool) -> tuple[str, str]:
+        try:
+            validate_model_name(version_dir.parent.name)
+        except ValueError as exc:
+            return "UNAVAILABLE", f"skipped: {exc}"
+        if served:
+            return "READY", ""
+        if version_dir in self._loading:
+            return "LOADING", "verifying, loading and warming up"
+        refused = self._refused.get(version_dir)
+        if refused is not None and refused[0] == _manifest_stamp(version_dir):
+            return "UNAVAILABLE", f"refused: {refused[1]}"
+        return "UNAVAILABLE", "not served: outside the model's version_policy, or not loaded yet"
 
     @asynccontextmanager
     async def lease(self, name: str | None = None, version: int | None = None) -> AsyncIterator[ServedModel]:
@@ -228,16 +267,20 @@ class ModelRepository:
     async def _try_load(self, version_dir: Path, config: ModelConfig) -> bool:
         """Load and install a version unless it was refused before in its current state; False if it fails."""
         stamp = _manifest_stamp(version_dir)
-        if self._refused.get(version_dir) == stamp:
+        refused = self._refused.get(version_dir)
+        if refused is not None and refused[0] == stamp:
             return False
         name, version = version_dir.parent.name, version_dir.name
+        self._loading.add(version_dir)
         try:
             bundle, engine = await asyncio.to_thread(self._load_version, version_dir, config)
         except (BundleError, EngineLoadError) as exc:
-            self._refused[version_dir] = stamp
+            self._refused[version_dir] = (stamp, str(exc))
             self._metrics.model_loads.labels(name, version, "failure").inc()
             logger.error("refusing %s: %s", version_dir, exc)
             return False
+        finally:
+            self._loading.discard(version_dir)
         self._refused.pop(version_dir, None)
         self._metrics.model_loads.labels(name, version, "success").inc()
         self._install(bundle, engine, config)

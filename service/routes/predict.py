@@ -16,13 +16,19 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import ImageTooLargeError, InvalidParameterError, TooManyImagesError, UnsupportedMediaTypeError
+from labelserve.schemas import PredictResponse
+from service.errors import (
+    ImageTooLargeError,
+    InvalidParameterError,
+    TooManyImagesError,
+    UnsupportedMediaTypeError,
+    error_responses,
+)
 from service.multipart import Part, boundary_of, parse_form
 from service.pipeline import PostprocessOptions
 from service.predictor import ImageAnswer, ImageUpload
 from service.routes._auth import check_api_key
 from service.routes._guard import read_body, run_guarded
-from service.schemas import ErrorBody, PredictResponse
 from service.settings import Settings
 from service.state import app_state
 
@@ -55,9 +61,7 @@ def _form_schema() -> dict[str, Any]:
 
 
 router = APIRouter(tags=["predict"])
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 500, 503, 504)
-}
+_ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 
 
 def _upload(part: Part, index: int, max_image_bytes: int) -> ImageUpload:

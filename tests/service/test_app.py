@@ -15,7 +15,9 @@ from service_testing import Reference, assert_error, copy_model, image_parts, jp
 from starlette.testclient import TestClient
 
 from labelserve.bundle import Bundle
+from labelserve.schemas import ErrorBody, PredictResponse
 from service.app import create_app
+from service.errors import ServiceError, status_code_for
 from service.settings import Settings
 
 ATOL = 1e-5
@@ -124,6 +126,7 @@ def test_models_lists_names_versions_labels_and_input(client: TestClient, tiny_b
     [model] = client.get("/models").json()["models"]
     assert model["name"] == "tiny" and model["version"] == 1
     assert model["labels"] == list(tiny_bundle.manifest.labels)
+    assert model["thresholds"] == list(tiny_bundle.manifest.thresholds)  # what the page decides with
     assert model["input"]["height"] == 64 and model["input"]["width"] == 64
     assert model["attention"] is True
     assert model["max_batch_size"] == 8  # min(settings 16, the bundle's max_batch 8)
@@ -266,3 +269,28 @@ def test_unknown_version_is_404_and_a_served_one_answers(client: TestClient,
     assert_error(response, 404, "model_not_found", "no served version 9")
     served = client.post("/predict", files=image_parts(val_jpegs[0]), data={"version": "1"})
     assert served.status_code == 200 and served.json()["version"] == 1
+
+
+def test_openapi_shows_examples_of_the_answer_and_of_every_error(client: TestClient) -> None:
+    """Each error example on /predict is valid, and its code is one the service really answers with that status."""
+    status_of = {cls.code: status_code_for(cls("x")) for cls in _service_errors()} | {"validation_error": 422}
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/predict"]["post"]["responses"]
+    assert schema["components"]["schemas"]["PredictResponse"]["examples"]
+    PredictResponse.model_validate(schema["components"]["schemas"]["PredictResponse"]["examples"][0])
+    for status in ("400", "401", "404", "413", "415", "422", "500", "503", "504"):
+        examples = responses[status]["content"]["application/json"]["examples"]
+        assert examples, status
+        for example in examples.values():
+            body = ErrorBody.model_validate(example["value"])
+            assert status_of[body.code] == int(status), (status, body.code)
+
+
+def _service_errors() -> list[type[ServiceError]]:
+    found, pending = [], [ServiceError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "code" in vars(cls):
+            found.append(cls)
+    return found

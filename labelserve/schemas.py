@@ -1,4 +1,8 @@
-"""Response bodies of the HTTP API (request parameters are declared on the routes)."""
+"""Response bodies of the HTTP API, shared by the service (which declares them) and `labelserve.client` (which
+parses them), so both sides read one definition. No torch, no service imports.
+
+The examples are what the OpenAPI page at `/docs` shows.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,22 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["ErrorBody", "ImageResult", "InputInfo", "LabelScore", "ModelInfo", "ModelList", "PredictResponse",
            "ReadyStatus"]
 
+_RESULT_EXAMPLE = {
+    "filename": "000001.jpg", "width": 128, "height": 128,
+    "labels": [{"name": "striped_red_square", "probability": 0.9994},
+               {"name": "brown_pentagon", "probability": 0.9991},
+               {"name": "dotted_blue_circle", "probability": 0.9988},
+               {"name": "white_crescent", "probability": 0.6327}],
+    "predicted": ["striped_red_square", "brown_pentagon", "dotted_blue_circle"],
+}
+
 
 class ErrorBody(BaseModel):
-    """Every error response."""
+    """Every error response (the code is also in the `X-Error-Code` header)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": "notes.txt is not an image in an accepted format (JPEG, PNG, WEBP, GIF, BMP, TIFF)",
+         "code": "unsupported_image"}]})
 
     error: str = Field(description="what was wrong, for a human")
     code: str = Field(description="stable machine-readable error code")
@@ -25,6 +42,8 @@ class LabelScore(BaseModel):
 class ImageResult(BaseModel):
     """The answer for one uploaded image."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_RESULT_EXAMPLE]})
+
     filename: str
     width: int = Field(description="pixels, after EXIF orientation")
     height: int
@@ -38,7 +57,8 @@ class ImageResult(BaseModel):
 class PredictResponse(BaseModel):
     """Answer of POST /predict: one result per uploaded file, in upload order."""
 
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [
+        {"model": "demo", "version": 1, "results": [_RESULT_EXAMPLE]}]})
 
     model: str
     version: int
@@ -61,6 +81,7 @@ class ModelInfo(BaseModel):
     version: int
     task: str
     labels: list[str]
+    thresholds: list[float] = Field(description="per-label decision thresholds, in the order of `labels`")
     input: InputInfo
     attention: bool = Field(description="whether attention maps can be requested")
     engine: str

@@ -85,17 +85,11 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
+    from service.server import serve
     from service.settings import Settings
 
-    overrides = {k: v for k, v in {"model_repository": args.repository, "host": args.host, "port": args.port}.items()
-                 if v is not None}
-    settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=settings.drain_timeout_s)
-    return 0
+    overrides = {"model_repository": args.repository, "host": args.host, "port": args.port}
+    return serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
 def _parser() -> argparse.ArgumentParser:

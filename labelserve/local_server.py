@@ -1,9 +1,9 @@
 """Run the service as a real `python -m service` subprocess: started on a free port, stopped with SIGTERM.
 
 End-to-end tests and the benchmarks use it to measure the service exactly as it is deployed (uvicorn, HTTP, its
-own process). The port is chosen by the kernel (`LABELSERVE_PORT=0`) and read back from uvicorn's startup log line,
-so parallel runs never race for a port. Logs go to a file that a failing caller can print. Needs the `serve` and
-`dev` extras (httpx).
+own process), started as `python -m service` or as `labelserve serve`. The port is chosen by the kernel
+(`LABELSERVE_PORT=0`) and read back from uvicorn's startup log line, so parallel runs never race for a port. Logs
+go to a file that a failing caller can print. Needs the `serve` and `dev` extras (httpx).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +26,8 @@ __all__ = ["ServerProcess", "start_server"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+Entry = Literal["service", "cli"]
+_COMMANDS: dict[Entry, list[str]] = {"service": ["-m", "service"], "cli": ["-m", "labelserve.cli", "serve"]}
 
 
 @dataclass
@@ -38,6 +41,16 @@ class ServerProcess:
     def log(self) -> str:
         """Everything the server logged so far."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_records(self) -> list[dict[str, object]]:
+        """The server's JSON log lines, parsed (lines that are not JSON are left out)."""
+        records = []
+        for line in self.log().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from a real Prometheus scrape of `/metrics` (0.0 when the series does not exist yet)."""
@@ -92,7 +105,7 @@ def _listening_url(log_path: Path) -> str | None:
     return None
 
 
-def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0,
+def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0, entry: Entry = "service",
                  **settings: str) -> ServerProcess:
     """Start the service on `repository` and return once `/readyz` answers 200.
 
@@ -100,11 +113,12 @@ def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120
         repository: model repository root.
         log_dir: where `server.log` is written.
         startup_timeout_s: how long loading and warm-up may take.
+        entry: `service` starts `python -m service`; `cli` starts `labelserve serve` (as `python -m labelserve.cli`).
         **settings: extra settings, e.g. `max_queue_delay_ms="50"` becomes `LABELSERVE_MAX_QUEUE_DELAY_MS=50`.
     """
     log_path = log_dir / "server.log"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=_REPO_ROOT, stdout=log_file,
+        process = subprocess.Popen([sys.executable, *_COMMANDS[entry]], cwd=_REPO_ROOT, stdout=log_file,
                                    stderr=subprocess.STDOUT, env=_environment(repository, settings))
     deadline = time.monotonic() + startup_timeout_s
     while time.monotonic() < deadline:

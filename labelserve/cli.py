@@ -88,7 +88,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from service.server import serve
     from service.settings import Settings
 
-    overrides = {"model_repository": args.repository, "host": args.host, "port": args.port}
+    overrides = {"model_repository": args.repository, "host": args.host, "port": args.port, "workers": args.workers}
     return serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
@@ -149,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--repository", help="model repository root (LABELSERVE_MODEL_REPOSITORY)")
     serve.add_argument("--host", help="bind address (LABELSERVE_HOST)")
     serve.add_argument("--port", type=int, help="port (LABELSERVE_PORT)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port, each with its own batchers and "
+                                                   "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

@@ -1,6 +1,6 @@
 """`python -m service` and `labelserve serve` start the same server (`service.server.serve`): JSON logs with exactly one
 line per request (the service's own; uvicorn's access log stays off), uvloop + httptools, exit code 0 on SIGTERM
-(checked by `stop()`)."""
+(checked by `stop()`), with one process or with workers."""
 
 from __future__ import annotations
 
@@ -21,11 +21,19 @@ def _request_lines(server: ServerProcess, marker: str) -> list[str]:
     return [line for line in server.log().splitlines() if marker in line]
 
 
-@pytest.mark.parametrize("entry", ["service", "cli"], ids=["python -m service", "labelserve serve"])
-def test_one_log_line_per_request_whichever_way_the_server_starts(model_repository: Path, tmp_path: Path,
-                                                                  entry: Entry) -> None:
-    with start_server(model_repository, tmp_path, entry=entry, repository_poll_s="0") as server:
-        for _ in range(REQUESTS):
+@pytest.mark.parametrize(("entry", "arguments", "settings"), [
+    ("service", [], {}),
+    ("cli", [], {}),
+    ("service", [], {"workers": "2"}),
+    ("cli", ["--workers", "2"], {}),
+], ids=["python -m service", "labelserve serve", "python -m service, 2 workers", "labelserve serve --workers 2"])
+def test_one_log_line_per_request_whichever_way_the_server_starts(
+    model_repository: Path, tmp_path: Path, entry: Entry, arguments: list[str], settings: dict[str, str],
+) -> None:
+    with start_server(model_repository, tmp_path, entry=entry, arguments=arguments, repository_poll_s="0",
+                      **settings) as server:
+        assert server.workers == (2 if settings or arguments else 1)
+        for _ in range(REQUESTS):  # a new connection each time, so with workers both take some
             assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
         deadline = time.monotonic() + 10
         while len(_request_lines(server, "/healthz")) < REQUESTS and time.monotonic() < deadline:

@@ -194,3 +194,16 @@ def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="server exited with 1 during startup") as failure:
         start_server(tmp_path / "no-such-repository", tmp_path, startup_timeout_s=60, workers="2")
     assert "before it was ready; stopping the server" in str(failure.value)
+
+
+def test_the_workers_benchmark_runs_against_real_workers(model_repository: Path, val_jpegs: Images) -> None:
+    """bench.workers is what a session with a lent 16-core machine runs (bench/gpu_session.sh): it must work first."""
+    from bench.workers import run_workers
+
+    (row,) = run_workers(model_repository, "tiny", worker_counts=[2], concurrencies=[4], seconds=1.0,
+                         payloads=[data for _, data in val_jpegs[:4]], processes=2, max_batch=8)
+    assert row["workers"] == 2 and row["errors"] == {}
+    assert row["ok"] > 0 and row["images_per_s"] > 0 and row["speedup"] == 1.0
+    assert row["mean_batch_size"] >= 1.0
+    assert row["server_cores"] > 0  # the workers' CPU time is counted, not only the idle supervisor's
+    assert row["intra_op_threads_per_worker"] == str(max(1, available_cpus() // 2))

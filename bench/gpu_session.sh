@@ -24,9 +24,9 @@ python3 -m pytest -q -rs -p no:cacheprovider -m gpu \
 
 echo "== service against engine, torch engine on the GPU, Pillow decode then nvJPEG decode =="
 for decode in pillow torch; do
-    python3 -m bench.service_vs_engine --repository .cache/gpu-models --model demo --engine torch \
-        --jpeg-decode "$decode" --batch 32 --seconds 3 --concurrency 1 8 32 --out "$out/svse-torch-$decode.json" \
-        2>&1 | tee "$out/svse-torch-$decode.txt"
+    python3 -m bench.service_vs_engine --repository .cache/gpu-models --models demo --servers labelserve \
+        --engine torch --jpeg-decode "$decode" --batch 32 --seconds 3 --rounds 1 --concurrency 1 8 32 \
+        --out-dir "$out/svse-torch-$decode" 2>&1 | tee "$out/svse-torch-$decode.txt"
 done
 
 echo "== workers: 1/2/4/8 server processes on this machine's CPU cores (onnxruntime CPU, demo model; ~60 s) =="

@@ -23,13 +23,18 @@ import httpx
 from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads
 from bench.lean_http import Connection, ProtocolError, multipart_request
+from bench.servers import process_tree_cpu_s
 
 _BATCH_SUM = re.compile(r"^labelserve_batch_size_sum\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
 _BATCH_COUNT = re.compile(r"^labelserve_batch_size_count\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
 
 
 def _batch_totals(url: str) -> tuple[float, float]:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+    """Images and batches the server has run, from its /metrics (NaN for a server without them)."""
+    response = httpx.get(f"{url}/metrics", timeout=30)
+    if response.status_code != 200:
+        return float("nan"), float("nan")
+    text = response.text
     return sum(map(float, _BATCH_SUM.findall(text))), sum(map(float, _BATCH_COUNT.findall(text)))
 
 
@@ -64,25 +69,35 @@ async def _closed_loop(url: str, requests: list[bytes], concurrency: int, second
     return time.perf_counter() - started
 
 
-def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes], model: str | None) -> dict:
-    """One closed-loop run at a fixed concurrency: `concurrency` clients, one image per request, no think time."""
+def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes], model: str | None,
+              server_pid: int | None = None) -> dict:
+    """One closed-loop run at a fixed concurrency: `concurrency` clients, one image per request, no think time.
+
+    With `server_pid`, the server's CPU seconds (all threads and worker processes) over the measured window are
+    reported per answered image.
+    """
     fields = {"model": model} if model else None
     requests = [multipart_request(url, "/predict", f"image{i}.jpg", p, fields) for i, p in enumerate(payloads)]
     asyncio.run(_closed_loop(url, requests, concurrency, min(2.0, seconds / 5), [], Counter()))  # warm-up
     batch_sum0, batch_count0 = _batch_totals(url)
+    cpu0 = process_tree_cpu_s(server_pid) if server_pid else 0.0
     latencies: list[float] = []
     statuses: Counter = Counter()
     elapsed = asyncio.run(_closed_loop(url, requests, concurrency, seconds, latencies, statuses))
+    cpu1 = process_tree_cpu_s(server_pid) if server_pid else 0.0
     batch_sum1, batch_count1 = _batch_totals(url)
     batches = batch_count1 - batch_count0
+    ok = statuses.get(200, 0)
     return {
         "concurrency": concurrency,
         "seconds": elapsed,
-        "ok": statuses.get(200, 0),
+        "ok": ok,
         "errors": {str(k): v for k, v in statuses.items() if k != 200},
-        "images_per_s": statuses.get(200, 0) / elapsed,
+        "images_per_s": ok / elapsed,
         "latency": percentiles_ms(latencies),
         "mean_batch_size": (batch_sum1 - batch_sum0) / batches if batches else float("nan"),
+        "server_cpu_s_per_image": (cpu1 - cpu0) / ok if server_pid and ok else float("nan"),
+        "server_cores": (cpu1 - cpu0) / elapsed if server_pid else float("nan"),
     }
 
 

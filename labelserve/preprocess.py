@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PreprocessSpec", "ResizePlan", "normalisation", "preprocess", "resize",
-           "resize_plan"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PreprocessSpec", "ResizePlan", "normalisation", "normalise", "preprocess",
+           "resize", "resize_plan"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,8 +94,23 @@ def normalisation(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(spec.mean, dtype=np.float32) * 255.0, np.asarray(spec.std, dtype=np.float32) * 255.0)
 
 
+def normalise(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """An RGB image already at the spec's size -> `[3, H, W]` float32, normalised per channel.
+
+    The second half of `preprocess`, for callers that resize themselves (training augments between the two halves;
+    resizing again would crop a `center_crop` image twice).
+    """
+    if image.size != (spec.width, spec.height):
+        raise ValueError(f"normalise expects a {spec.width}x{spec.height} image, got {image.width}x{image.height}; "
+                         "resize it first (or call preprocess)")
+    pixels = np.asarray(image, dtype=np.float32)  # [H, W, 3], 0..255
+    offset, scale = normalisation(spec)
+    normalised = (pixels - offset) / scale
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
 def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """Turn a decoded image into the network input `[3, H, W]` float32, normalised per channel.
+    """Turn a decoded image into the network input `[3, H, W]` float32: `resize`, then `normalise`.
 
     Args:
         image: a decoded Pillow image; converted to RGB if it is in another mode.
@@ -103,7 +118,4 @@ def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
-    pixels = np.asarray(resize(image, spec), dtype=np.float32)  # [H, W, 3], 0..255
-    offset, scale = normalisation(spec)
-    normalised = (pixels - offset) / scale
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    return normalise(resize(image, spec), spec)

@@ -23,6 +23,7 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidImageError",
     "InvalidParameterError",
+    "MalformedRequestError",
     "ModelNotFoundError",
     "NotReadyError",
     "QueueFullError",
@@ -63,6 +64,12 @@ class InvalidParameterError(ServiceError):
     """A request parameter is well-formed but cannot be honoured (e.g. attention from a model without it)."""
 
     code = "invalid_parameter"
+
+
+class MalformedRequestError(ServiceError):
+    """The request body does not follow the syntax its content type promises (e.g. a broken multipart body)."""
+
+    code = "malformed_request"
 
 
 class ModelNotFoundError(ServiceError):
@@ -149,6 +156,7 @@ class ClientDisconnectedError(ServiceError):
 _STATUS: dict[type[ServiceError], int] = {
     InvalidImageError: 400,
     InvalidParameterError: 400,
+    MalformedRequestError: 400,
     UnauthorizedError: 401,
     ModelNotFoundError: 404,
     ImageTooLargeError: 413,

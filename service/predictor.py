@@ -129,8 +129,11 @@ class Predictor:
 
     async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
         outputs, size = await self._outputs(model, upload, options.attention)
-        prediction = await asyncio.get_running_loop().run_in_executor(self._pool, postprocess, outputs,
-                                                                      model.manifest, size, options)
+        if options.attention:  # PNG encoding: a worker thread's job
+            prediction = await asyncio.get_running_loop().run_in_executor(self._pool, postprocess, outputs,
+                                                                          model.manifest, size, options)
+        else:  # a sigmoid and a sort of C values: cheaper here than a round trip through the pool
+            prediction = postprocess(outputs, model.manifest, size, options)
         return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)
 
     def close(self) -> None:

@@ -4,8 +4,8 @@ The checks run cheapest first: byte count, then the format and the pixel count f
 reads only the header), and only then the pixels. Plain RGB or greyscale JPEGs without an EXIF rotation are decoded
 by simplejpeg (libjpeg-turbo's TurboJPEG API) where it is installed: about 1.5x faster than Pillow here, with
 bit-identical pixels (same library, same IDCT and upsampling), so there is no skew against training. Conversion
-to RGB follows training's `load_rgb` (EXIF orientation applied, `convert("RGB")`), so served images look like
-evaluated ones; 16-bit images are scaled to 8 bits instead of clipped.
+to RGB is `labelserve.image.to_rgb`, the one training uses too (EXIF orientation applied first), so served images
+look like evaluated ones; 16-bit images are scaled to 8 bits instead of clipped.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import io
 import struct
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from labelserve.image import to_rgb
 from service.errors import ImageTooLargeError, InvalidImageError, UnsupportedImageError
 
 __all__ = ["ACCEPTED_FORMATS", "DecodeLimits", "decode_image", "decode_opened", "is_plain_jpeg", "open_checked"]
@@ -25,7 +25,6 @@ __all__ = ["ACCEPTED_FORMATS", "DecodeLimits", "decode_image", "decode_opened", 
 # files open through the JPEG plugin.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error)
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _EXIF_ORIENTATION = 0x0112
 
 try:
@@ -52,17 +51,6 @@ def _open(data: bytes, filename: str) -> Image.Image:
                                     f"({', '.join(ACCEPTED_FORMATS)})") from exc
     except _CORRUPT as exc:
         raise InvalidImageError(f"{filename} has a corrupt image header: {exc}") from exc
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB; 16-bit greyscale is rescaled (Pillow's own conversion clips it to white)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.float32)  # [H, W], 0..65535
-        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")  # uint8 [H, W] -> mode L -> RGB
-    return image.convert("RGB")
 
 
 def is_plain_jpeg(image: Image.Image) -> bool:
@@ -132,7 +120,7 @@ def decode_opened(image: Image.Image, data: bytes, filename: str, fast_jpeg: boo
     try:
         image.seek(0)  # first frame of animations and multi-page files
         image.load()
-        return _to_rgb(ImageOps.exif_transpose(image))
+        return to_rgb(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{filename}: {exc}") from exc
     except _CORRUPT as exc:

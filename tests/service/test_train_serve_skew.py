@@ -2,7 +2,8 @@
 
 Training evaluates with `load_rgb` + `eval_transform`; the service decodes uploaded bytes with `decode_image` and
 preprocesses with `to_network_input`. The metrics measured in training are only the service's metrics if these
-agree, including for the awkward files: EXIF-rotated phone JPEGs, PNGs with alpha, greyscale and palette images.
+agree, including for the awkward files: EXIF-rotated phone JPEGs, PNGs with alpha, greyscale and palette images,
+and 16-bit greyscale PNG/TIFF (which Pillow's own RGB conversion clips to white).
 """
 
 from __future__ import annotations
@@ -35,7 +36,18 @@ def _awkward_files(photo: Image.Image, root: Path) -> list[Path]:
     photo.convert("L").save(grey)
     palette = root / "palette.gif"
     photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(palette)
-    return [rotated, alpha, grey, palette]
+    return [rotated, alpha, grey, palette, *_sixteen_bit_files(photo, root)]
+
+
+def _sixteen_bit_files(photo: Image.Image, root: Path) -> list[Path]:
+    """The photo as 16-bit greyscale (full 0..65535 range, low byte kept busy), as PNG and as TIFF."""
+    grey = np.asarray(photo.convert("L"), dtype=np.int64)
+    busy_low_byte = np.arange(grey.size).reshape(grey.shape) % 200
+    deep = np.minimum(grey * 257 + busy_low_byte, 65535).astype(np.uint16)
+    paths = [root / "depth16.png", root / "depth16.tif"]
+    for path in paths:
+        Image.fromarray(deep).save(path)  # uint16 [H, W] -> mode I;16
+    return paths
 
 
 def test_training_and_service_preprocess_every_file_identically(tiny_bundle: Bundle, photo_dir: Path,
@@ -57,6 +69,18 @@ def test_exif_rotation_is_applied_on_both_paths(sample_photos: list[Image.Image]
     width, height = sample_photos[0].size
     assert load_rgb(str(rotated)).size == (height, width)
     assert decode_image(rotated.read_bytes(), rotated.name, _LIMITS).size == (height, width)
+
+
+def test_sixteen_bit_greyscale_is_scaled_alike_on_both_paths(sample_photos: list[Image.Image],
+                                                              tmp_path: Path) -> None:
+    expected = np.asarray(sample_photos[0].convert("L"))
+    for path in _sixteen_bit_files(sample_photos[0], tmp_path):
+        with Image.open(path) as raw:
+            assert raw.mode.startswith("I"), raw.mode  # really 16-bit on disk
+        trained = np.asarray(load_rgb(str(path)))
+        served = np.asarray(decode_image(path.read_bytes(), path.name, _LIMITS))
+        assert np.array_equal(served, trained), path.name
+        assert np.abs(trained[..., 0].astype(int) - expected).max() <= 1, path.name  # scaled, not clipped to white
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK"])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
+from labelserve.image import open_rgb
 from training.data.samples import MultiLabelSet
 from training.data.transforms import Transform
 
@@ -13,9 +14,9 @@ __all__ = ["MultiLabelDataset", "load_rgb"]
 
 
 def load_rgb(path: str) -> Image.Image:
-    """Decode an image file the way the service does: EXIF orientation applied, converted to RGB."""
-    with Image.open(path) as image:
-        return ImageOps.exif_transpose(image).convert("RGB")
+    """Decode an image file the way the service does (`labelserve.image.open_rgb`: EXIF orientation, one RGB
+    conversion that scales 16-bit greyscale instead of clipping it)."""
+    return open_rgb(path)
 
 
 class MultiLabelDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -31,6 +31,7 @@ from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads
 from bench.lean_http import multipart_request
 from bench.load import _closed_loop
+from bench.servers import process_tree_cpu_s
 from labelserve.local_server import ServerProcess, start_server
 
 _THREADS = re.compile(r"\((\d+) CPUs, (.+?) onnxruntime intra-op threads each\)")
@@ -73,28 +74,14 @@ def _load(pool: ProcessPoolExecutor, url: str, payloads: list[bytes], model: str
     return latencies, statuses, elapsed
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _server_pids(server: ServerProcess) -> list[int]:
-    return [server.process.pid, *server.worker_pids().values()]
-
-
 def _measure(server: ServerProcess, pool: ProcessPoolExecutor, payloads: list[bytes], model: str, concurrency: int,
              seconds: float, processes: int) -> dict[str, Any]:
     _load(pool, server.url, payloads, model, concurrency, min(2.0, seconds / 3), processes)  # warm-up
     batch_sum0 = server.metric("labelserve_batch_size_sum", model=model)
     batch_count0 = server.metric("labelserve_batch_size_count", model=model)
-    pids = _server_pids(server)
-    cpu0 = _cpu_seconds(pids)
+    cpu0 = process_tree_cpu_s(server.process.pid)
     latencies, statuses, elapsed = _load(pool, server.url, payloads, model, concurrency, seconds, processes)
-    cpu1 = _cpu_seconds(pids)
+    cpu1 = process_tree_cpu_s(server.process.pid)
     batches = server.metric("labelserve_batch_size_count", model=model) - batch_count0
     batched = server.metric("labelserve_batch_size_sum", model=model) - batch_sum0
     ok = statuses.get("200", 0)

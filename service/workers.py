@@ -206,6 +206,8 @@ class _Supervisor:
                 self._replace(sentinels[ready])  # type: ignore[index]
 
     def _read_link(self, worker: _Worker) -> None:
+        if not worker.link_open:  # its exit was handled earlier in the same wake-up, which closed the link
+            return
         try:
             message = worker.link.recv()
         except EOFError:  # the worker is gone; its sentinel says so too
@@ -220,6 +222,8 @@ class _Supervisor:
 
     def _replace(self, worker: _Worker) -> None:
         worker.process.join()
+        while worker.link_open and worker.link.poll():  # a "ready" it sent before dying still counts
+            self._read_link(worker)
         pid, code = worker.process.pid, worker.process.exitcode
         self._forget(worker)
         if not worker.ready:

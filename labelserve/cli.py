@@ -88,7 +88,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from service.server import serve
     from service.settings import Settings
 
-    overrides = {"model_repository": args.repository, "host": args.host, "port": args.port, "workers": args.workers}
+    overrides = {"model_repository": args.repository, "host": args.host, "port": args.port, "workers": args.workers,
+                 "log_level": "DEBUG" if args.verbose else None}  # the service's JSON logging replaces the CLI's
     return serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 

@@ -35,7 +35,7 @@ _NO_LIMITS = DecodeLimits(max_image_bytes=1 << 40, max_image_pixels=1 << 40)
 
 def _decode_preprocess(payload: bytes, spec: PreprocessSpec) -> np.ndarray:
     """The service's own decode and preprocessing, so the pipeline figure is like for like with the service's."""
-    return to_network_input(decode_image(payload, "payload", _NO_LIMITS), spec)
+    return to_network_input(decode_image(payload, "payload", _NO_LIMITS, spec=spec), spec)
 
 
 def _timed_loop(step: Callable[[], object], seconds: float) -> tuple[list[float], float]:

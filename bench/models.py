@@ -48,7 +48,7 @@ def build_engine_bound_model(repository: Path, seed: int = 0) -> Bundle:
     torch.manual_seed(seed)
     model = create_model("query2label", "resnet18", ENGINE_BOUND_LABELS,
                          head_kwargs={"hidden_dim": 256, "keep_input_proj": True, "num_heads": 8})
-    spec = PreprocessSpec(height=ENGINE_BOUND_SIZE, width=ENGINE_BOUND_SIZE)
+    spec = PreprocessSpec(height=ENGINE_BOUND_SIZE, width=ENGINE_BOUND_SIZE, jpeg_dct_scaling=True)
     parameters = sum(p.numel() for p in model.parameters())
     logger.info("%s: %.1f M parameters, %d px, %d labels", ENGINE_BOUND_MODEL, parameters / 1e6,
                 ENGINE_BOUND_SIZE, ENGINE_BOUND_LABELS)

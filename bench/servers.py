@@ -21,48 +21,22 @@ from pathlib import Path
 import httpx
 
 from labelserve.bundle import list_versions
+from labelserve.loadgen import process_tree_cpu_s
 from labelserve.local_server import start_server
 
 __all__ = ["RunningServer", "process_tree_cpu_s", "serve"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
 class RunningServer:
-    """A server under test: where to reach it and which process to account CPU time to."""
+    """A server under test: where to reach it, which process to account CPU time to, and its log."""
 
     url: str
     pid: int
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def process_tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads and its live child processes (worker processes)."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
-        pending.extend(_children(current))
-    return total
+    log_path: Path
 
 
 def _single_model_repository(repository: Path, model: str, into: Path) -> Path:
@@ -90,7 +64,7 @@ def _baseline(repository: Path, model: str, log_dir: Path) -> Iterator[RunningSe
         if url is None:
             raise RuntimeError(f"the baseline server did not start:\n{log_path.read_text(errors='replace')}")
         httpx.get(f"{url}/docs", timeout=10).raise_for_status()
-        yield RunningServer(url=url, pid=process.pid)
+        yield RunningServer(url=url, pid=process.pid, log_path=log_path)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -106,7 +80,7 @@ def _labelserve(repository: Path, model: str, log_dir: Path, **settings: str) ->
     server = start_server(_single_model_repository(repository, model, log_dir), log_dir, repository_poll_s="0",
                           **settings)
     with server:
-        yield RunningServer(url=server.url, pid=server.process.pid)
+        yield RunningServer(url=server.url, pid=server.process.pid, log_path=server.log_path)
         server.stop()
 
 

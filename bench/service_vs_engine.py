@@ -29,10 +29,10 @@ import numpy as np
 from bench._common import format_table, write_results
 from bench.engine import bench_batch, open_session, session_runner, time_engine
 from bench.images import jpeg_payloads, photo_payloads
-from bench.load import run_level
 from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
 from bench.servers import serve
 from labelserve.bundle import list_versions, load_bundle
+from labelserve.loadgen import run_level
 
 SERVERS = ("baseline", "labelserve")
 _LEVEL_FIELDS = ("images_per_s", "mean_batch_size", "server_cpu_s_per_image", "server_cores")

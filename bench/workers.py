@@ -29,9 +29,7 @@ from typing import Any
 
 from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads
-from bench.lean_http import multipart_request
-from bench.load import _closed_loop
-from bench.servers import process_tree_cpu_s
+from labelserve.loadgen import _closed_loop, multipart_request, process_tree_cpu_s
 from labelserve.local_server import ServerProcess, start_server
 
 _THREADS = re.compile(r"\((\d+) CPUs, (.+?) onnxruntime intra-op threads each\)")

@@ -28,6 +28,7 @@ __all__ = [
     "NotReadyError",
     "QueueFullError",
     "RequestTooLargeError",
+    "ServerBusyError",
     "ServiceError",
     "TooManyImagesError",
     "UnauthorizedError",
@@ -128,6 +129,12 @@ class QueueFullError(RetryableError):
     code = "queue_full"
 
 
+class ServerBusyError(RetryableError):
+    """The server already handles LABELSERVE_MAX_IN_FLIGHT inference requests; refused before the body is read."""
+
+    code = "server_busy"
+
+
 class NotReadyError(RetryableError):
     """Models are still loading, or the server is shutting down."""
 
@@ -167,6 +174,7 @@ _STATUS: dict[type[ServiceError], int] = {
     ClientDisconnectedError: 499,  # nginx's "client closed request"; nobody reads it, but logs and metrics do
     EngineError: 500,
     QueueFullError: 503,
+    ServerBusyError: 503,
     NotReadyError: 503,
     DeadlineExceededError: 504,
 }

@@ -9,7 +9,6 @@ the registry exposes all of them, so any worker answers a scrape for the whole s
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.datastructures import MutableHeaders
@@ -88,6 +88,9 @@ class Metrics:
                                  multiprocess_mode="liveall", registry=reg)
         self.rejections = Counter("labelserve_rejections", "Images refused before inference",
                                   (*_MODEL_LABELS, "reason"), registry=reg)
+        self.admission_rejections = Counter("labelserve_admission_rejections",
+                                            "Inference requests answered 503 at the door, before their body was read "
+                                            "(LABELSERVE_MAX_IN_FLIGHT)", registry=reg)
         self.model_info = Gauge("labelserve_model_info", "Models being served (value 1)",
                                 (*_MODEL_LABELS, "engine", "provider"), multiprocess_mode="livemax", registry=reg)
         self.model_loads = Counter("labelserve_model_loads", "Model version loads by result (success, failure)",
@@ -171,7 +174,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED_LOG_KEYS and k != "request_id"})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()  # one line per request: the cheap encoder
 
 
 def configure_logging(level: str) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from labelserve.bundle import (
     MANIFEST_FILENAME,
@@ -36,18 +38,23 @@ __all__ = ["ModelRepository", "RepositoryError", "ServedModel"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class RepositoryError(Exception):
     """The repository root itself is unusable (missing, not a folder): the service cannot start."""
 
 
 class ServedModel:
-    """One model version being served, and how many requests hold it right now."""
+    """One model version being served: its engine, its batcher, the threads that decode its images, and how many
+    requests hold it right now."""
 
-    def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher) -> None:
+    def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher,
+                 decode_pool: ThreadPoolExecutor) -> None:
         self.bundle = bundle
         self.engine = engine
         self.batcher = batcher
+        self.decode_pool = decode_pool
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -90,6 +97,11 @@ class ServedModel:
         except TimeoutError:
             return False
         return True
+
+
+def _either(per_model: T | None, service_wide: T) -> T:
+    """A model's own setting where its config.json has one, else the service's."""
+    return per_model if per_model is not None else service_wide
 
 
 def _manifest_stamp(version_dir: Path) -> int:
@@ -237,10 +249,12 @@ class ModelRepository:
         if bundle.manifest.name != version_dir.parent.name or bundle.manifest.version != int(version_dir.name):
             raise BundleError(f"{version_dir} holds {bundle.manifest.name} v{bundle.manifest.version} according to "
                               "its manifest; the folder and the manifest must agree")
-        engine = create_engine(bundle, max_batch_size=config.max_batch_size or self._settings.max_batch_size,
-                               intra_op_threads=self._settings.intra_op_threads,
-                               execution_providers=self._settings.execution_providers,
-                               engine=self._settings.engine, torch_device=self._settings.torch_device)
+        settings = self._settings
+        engine = create_engine(bundle, max_batch_size=config.max_batch_size or settings.max_batch_size,
+                               intra_op_threads=_either(config.intra_op_threads, settings.intra_op_threads),
+                               intra_op_spinning=_either(config.intra_op_spinning, settings.intra_op_spinning),
+                               execution_providers=settings.execution_providers,
+                               engine=config.engine or settings.engine, torch_device=settings.torch_device)
         engine.load()
         return bundle, engine
 
@@ -259,7 +273,10 @@ class ModelRepository:
             name=f"{manifest.name}-v{manifest.version}",
         )
         batcher.start()
-        self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher)
+        decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads or self._settings.decode_threads,
+                                         thread_name_prefix=f"decode-{manifest.name}-v{manifest.version}")
+        self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher,
+                                                                                   decode_pool)
         self._metrics.set_model_info(manifest.name, manifest.version, engine.info.name, engine.info.provider)
         logger.info("serving %s v%d from %s (%s, max batch %d)", manifest.name, manifest.version, bundle.path,
                     engine.info.provider, engine.info.max_batch_size)
@@ -281,6 +298,7 @@ class ModelRepository:
             logger.warning("%s v%d still had requests after %.1f s; stopping it anyway", served.name, served.version,
                            timeout)
         await served.batcher.stop(timeout)
+        served.decode_pool.shutdown(wait=False, cancel_futures=True)
         logger.info("unloaded %s v%d", served.name, served.version)
 
     async def stop(self, timeout_s: float) -> None:
@@ -288,3 +306,5 @@ class ModelRepository:
         models = self.models()
         self._models = {}
         await asyncio.gather(*(model.batcher.stop(timeout_s) for model in models), *self._unloading)
+        for model in models:
+            model.decode_pool.shutdown(wait=False, cancel_futures=True)

@@ -21,7 +21,7 @@ from service.pipeline.postprocess import sigmoid
 from service.predictor import ImageUpload
 from service.repository import ServedModel
 from service.routes._auth import require_api_key
-from service.routes._guard import run_guarded
+from service.routes._guard import read_body, run_guarded
 from service.state import ServiceState, StateDep
 
 __all__ = ["router"]
@@ -151,7 +151,8 @@ def _gather(model: ServedModel, results: list[dict[str, np.ndarray]], name: str)
 @models_router.post("/models/{name}/versions/{version}/infer")
 async def infer(request: Request, state: StateDep, name: str, version: str | None = None) -> Response:
     """Run the model on a batch of encoded images or preprocessed tensors."""
-    infer_request, tensors = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = await read_body(request, state.settings.request_timeout_s)
+    infer_request, tensors = decode_request(body, request.headers.get(HEADER_LENGTH))
     if len(tensors) != 1:
         raise InvalidParameterError(f"send exactly one input, {BYTES_INPUT!r} or the model's FP32 input; got "
                                     f"{len(tensors)}")

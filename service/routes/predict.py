@@ -21,7 +21,7 @@ from service.multipart import Part, boundary_of, parse_form
 from service.pipeline import PostprocessOptions
 from service.predictor import ImageAnswer, ImageUpload
 from service.routes._auth import check_api_key
-from service.routes._guard import run_guarded
+from service.routes._guard import read_body, run_guarded
 from service.schemas import ErrorBody, PredictResponse
 from service.settings import Settings
 from service.state import app_state
@@ -82,7 +82,8 @@ def _parameters(parts: list[Part]) -> PredictParameters:
 
 
 async def _read_form(request: Request, settings: Settings) -> tuple[list[ImageUpload], PredictParameters]:
-    parts = parse_form(await request.body(), boundary_of(request.headers.get("content-type", "")))
+    boundary = boundary_of(request.headers.get("content-type", ""))
+    parts = parse_form(await read_body(request, settings.request_timeout_s), boundary)
     files = [part for part in parts if part.name == FILES_FIELD]
     if not files:
         raise RequestValidationError([{"loc": (FILES_FIELD,), "msg": "Field required", "type": "missing"}])

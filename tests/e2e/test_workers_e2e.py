@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.lean_http import multipart_request
+from labelserve.loadgen import multipart_request
 from labelserve.local_server import ServerProcess, start_server
 from service.workers import available_cpus
 

@@ -1,4 +1,4 @@
-"""`labelserve data|train|export|demo|visualize|serve`: argument parsing only; the work lives in the packages.
+"""`labelserve data|train|export|demo|visualize|serve|tune`: argument parsing only; the work lives in the packages.
 
 Imports happen inside each command, so `labelserve serve` never loads torch.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 logger = logging.getLogger("labelserve")
-_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL")
+_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL", "httpx")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -93,6 +93,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from labelserve.bundle import list_versions, load_bundle
+    from service.tune import KNOBS, format_trials, read_images, stand_in_images, tune, write_config
+
+    repository, model = Path(args.repository), args.model
+    bundle = load_bundle(repository / model / str(list_versions(repository / model)[-1]))
+    payloads = read_images([Path(p) for p in args.images]) if args.images else stand_in_images(bundle)
+    if not args.images:
+        logger.warning("no --images given: measuring with stand-in JPEGs of twice the input size; real images "
+                       "measure decoding as your clients will cost it")
+    result = tune(repository, model, payloads, sorted(args.concurrency), args.latency_budget_ms, args.budget_s,
+                  args.seconds, knobs=args.knobs or KNOBS)
+    sys.stdout.write(format_trials(result, sorted(args.concurrency)) + "\n")
+    if not result.feasible:
+        logger.error("no setting kept p99 within %.0f ms (the closest: %.0f ms); config.json left as it is: raise "
+                     "--latency-budget-ms, or serve this model on a faster machine", args.latency_budget_ms,
+                     result.best.p99_ms())
+        return 3
+    if args.dry_run:
+        logger.info("dry run: %s left as it is", repository / model / "config.json")
+        return 0
+    path = write_config(repository / model, {k: result.best.settings[k] for k in args.knobs or KNOBS})
+    logger.info("wrote %s: %s (used when the service next loads %s)", path, result.best.settings, model)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelserve", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -153,6 +179,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="server processes sharing the port, each with its own batchers and "
                                                    "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
+    tune_cmd = commands.add_parser("tune", help="measure serving settings for one model on this machine and write "
+                                                 "the best into <repository>/<model>/config.json")
+    tune_cmd.add_argument("--repository", default="models", help="model repository root")
+    tune_cmd.add_argument("--model", required=True, help="model name (its newest version is measured)")
+    tune_cmd.add_argument("--images", nargs="*", help="image files or folders to send (default: stand-in JPEGs)")
+    tune_cmd.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
+                          help="closed-loop client counts to measure in every trial")
+    tune_cmd.add_argument("--latency-budget-ms", type=float,
+                          help="p99 every concurrency must stay within (default: throughput only)")
+    tune_cmd.add_argument("--budget-s", type=float, default=600.0, help="stop starting trials after this long")
+    tune_cmd.add_argument("--seconds", type=float, default=5.0, help="measuring time per concurrency per trial")
+    tune_cmd.add_argument("--knobs", nargs="+", choices=["max_batch_size", "intra_op_threads", "decode_threads",
+                                                          "intra_op_spinning", "max_queue_delay_ms", "engine"],
+                          help="which settings to search, in order (default: all)")
+    tune_cmd.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+    tune_cmd.set_defaults(func=_cmd_tune)
     return parser
 
 

@@ -88,17 +88,12 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
+    from service.server import serve
     from service.settings import Settings
 
-    overrides = {k: v for k, v in {"model_repository": args.repository, "host": args.host, "port": args.port}.items()
-                 if v is not None}
-    settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=settings.drain_timeout_s)
-    return 0
+    overrides = {"model_repository": args.repository, "host": args.host, "port": args.port, "workers": args.workers,
+                 "log_level": "DEBUG" if args.verbose else None}  # the service's JSON logging replaces the CLI's
+    return serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -212,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--repository", help="model repository root (LABELSERVE_MODEL_REPOSITORY)")
     serve.add_argument("--host", help="bind address (LABELSERVE_HOST)")
     serve.add_argument("--port", type=int, help="port (LABELSERVE_PORT)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port, each with its own batchers and "
+                                                   "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
     tune_cmd = commands.add_parser("tune", help="measure serving settings for one model on this machine and write "
                                                  "the best into <repository>/<model>/config.json")

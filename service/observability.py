@@ -1,13 +1,16 @@
 """Prometheus metrics, JSON logs and the request-id / request-metrics middleware.
 
 Metrics live on a per-app `CollectorRegistry`, so several apps in one process (tests) never clash. Names carry the
-`labelserve_` prefix and seconds as the unit; per-model series are labelled `model` and `version`.
+`labelserve_` prefix and seconds as the unit; per-model series are labelled `model` and `version`. With several
+worker processes (`service.workers`), prometheus_client's multiprocess mode keeps every worker's values in files and
+the registry exposes all of them, so any worker answers a scrape for the whole server.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import time
 import uuid
@@ -15,6 +18,7 @@ from datetime import UTC, datetime
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.datastructures import MutableHeaders
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,12 +45,31 @@ def current_request_id() -> str | None:
     return _REQUEST_ID.get()
 
 
+def _multiprocess_dir() -> str | None:
+    """The folder of prometheus_client's multiprocess mode, when it is on in this process.
+
+    prometheus_client decides where values live from this variable when it is imported; reading the same variable
+    keeps what is exposed in step with where the values are written.
+    """
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 class Metrics:
-    """All of the service's Prometheus series, on one registry."""
+    """All of the service's Prometheus series, on one registry.
+
+    In multiprocess mode the series are not registered themselves: the registry holds a collector that reads every
+    process's values instead. Counters and histograms are summed over every worker that ever ran (a replaced worker's
+    counts stay, so totals never go backwards); in-flight requests and queue depth are per live worker (label `pid`);
+    `labelserve_model_info` is 1 while any live worker serves the version; `labelserve_workers` counts live workers.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        reg = self.registry
+        self.multiprocess_dir = _multiprocess_dir()
+        reg: CollectorRegistry | None = self.registry
+        if self.multiprocess_dir is not None:
+            MultiProcessCollector(self.registry, path=self.multiprocess_dir)
+            reg = None
         self.requests = Counter("labelserve_requests", "HTTP requests by route and status code",
                                 ("method", "route", "status"), registry=reg)
         self.request_latency = Histogram("labelserve_request_duration_seconds", "HTTP request latency",
@@ -54,7 +77,7 @@ class Metrics:
         self.errors = Counter("labelserve_errors", "Error responses by route and error code", ("route", "code"),
                               registry=reg)
         self.in_flight = Gauge("labelserve_requests_in_flight", "HTTP requests being handled right now", ("method",),
-                               registry=reg)
+                               multiprocess_mode="liveall", registry=reg)
         self.images = Counter("labelserve_images", "Images answered", _MODEL_LABELS, registry=reg)
         self.batch_size = Histogram("labelserve_batch_size", "Images per engine call", _MODEL_LABELS,
                                     buckets=_BATCH_BUCKETS, registry=reg)
@@ -63,16 +86,21 @@ class Metrics:
         self.inference = Histogram("labelserve_inference_duration_seconds", "Engine time per batch",
                                    _MODEL_LABELS, buckets=_LATENCY_BUCKETS_S, registry=reg)
         self.queue_depth = Gauge("labelserve_queue_depth", "Images waiting for a batch", _MODEL_LABELS,
-                                 registry=reg)
+                                 multiprocess_mode="liveall", registry=reg)
         self.rejections = Counter("labelserve_rejections", "Images refused before inference",
                                   (*_MODEL_LABELS, "reason"), registry=reg)
         self.admission_rejections = Counter("labelserve_admission_rejections",
                                             "Inference requests answered 503 at the door, before their body was read "
                                             "(LABELSERVE_MAX_IN_FLIGHT)", registry=reg)
         self.model_info = Gauge("labelserve_model_info", "Models being served (value 1)",
-                                (*_MODEL_LABELS, "engine", "provider"), registry=reg)
+                                (*_MODEL_LABELS, "engine", "provider"), multiprocess_mode="livemax", registry=reg)
         self.model_loads = Counter("labelserve_model_loads", "Model version loads by result (success, failure)",
                                    (*_MODEL_LABELS, "result"), registry=reg)
+        self.workers = Gauge("labelserve_workers", "Server processes serving (LABELSERVE_WORKERS)",
+                             multiprocess_mode="livesum", registry=reg)
+        self.workers.set(1)  # this process; the live workers' values add up
+        self.worker_restarts = Counter("labelserve_worker_restarts", "Workers started in place of one that died",
+                                       registry=reg)
         self._info_labels: dict[tuple[str, str], tuple[str, str]] = {}
 
     def observer(self, model: str, version: int) -> ModelObserver:
@@ -87,7 +115,11 @@ class Metrics:
     def clear_model_info(self, model: str, version: int) -> None:
         """Drop the info series of a version that is no longer served."""
         labels = self._info_labels.pop((model, str(version)), None)
-        if labels is not None:
+        if labels is None:
+            return
+        if self.multiprocess_dir is not None:  # a removal cannot reach the value in the file; 0 = not served
+            self.model_info.labels(model, str(version), *labels).set(0)
+        else:
             self.model_info.remove(model, str(version), *labels)
 
 

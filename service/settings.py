@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+    workers: int = Field(default=1, ge=1, description="server processes sharing the port, each with its own batchers "
+                                                      "and engines (service/workers.py)")
 
     max_batch_size: int = Field(default=16, ge=1, description="upper bound; the engine's max_batch also caps it")
     max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0,

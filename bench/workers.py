@@ -29,7 +29,7 @@ from typing import Any
 
 from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads
-from labelserve.loadgen import _closed_loop, multipart_request, process_tree_cpu_s
+from labelserve.loadgen import closed_loop, multipart_request, process_tree_cpu_s
 from labelserve.local_server import ServerProcess, start_server
 
 _THREADS = re.compile(r"\((\d+) CPUs, (.+?) onnxruntime intra-op threads each\)")
@@ -46,7 +46,7 @@ def _client(url: str, payloads: list[bytes], model: str, concurrency: int, offse
     time.sleep(max(0.0, start_at - time.monotonic()))
     latencies: list[float] = []
     statuses: Counter = Counter()
-    elapsed = asyncio.run(_closed_loop(url, requests, concurrency, seconds, latencies, statuses))
+    elapsed = asyncio.run(closed_loop(url, requests, concurrency, seconds, latencies, statuses))
     return latencies, {str(k): v for k, v in statuses.items()}, elapsed
 
 

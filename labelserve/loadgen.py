@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Connection", "ProtocolError", "Response", "multipart_request", "percentiles_ms", "process_tree_cpu_s",
-           "run_level"]
+__all__ = ["Connection", "ProtocolError", "Response", "closed_loop", "multipart_request", "percentiles_ms",
+           "process_tree_cpu_s", "run_level"]
 
 _BATCH_SUM = re.compile(r"^labelserve_batch_size_sum\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
 _BATCH_COUNT = re.compile(r"^labelserve_batch_size_count\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
@@ -183,8 +183,11 @@ async def _client_loop(url: str, requests: list[bytes], offset: int, deadline: f
         await connection.close()
 
 
-async def _closed_loop(url: str, requests: list[bytes], concurrency: int, seconds: float, latencies: list[float],
-                       statuses: Counter) -> float:
+async def closed_loop(url: str, requests: list[bytes], concurrency: int, seconds: float, latencies: list[float],
+                      statuses: Counter) -> float:
+    """`concurrency` clients posting `requests` (cycled) back to back for `seconds`; each 200's latency is appended to
+    `latencies` and every answer counted in `statuses` (by status, or by the exception of a request without one).
+    Returns the seconds it took."""
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(*(_client_loop(url, requests, i * 7, deadline, latencies, statuses)
@@ -199,12 +202,12 @@ def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes],
     threads and worker processes) over the measured window per answered image."""
     fields = {"model": model} if model else None
     requests = [multipart_request(url, "/predict", f"image{i}.jpg", p, fields) for i, p in enumerate(payloads)]
-    asyncio.run(_closed_loop(url, requests, concurrency, min(2.0, seconds / 5), [], Counter()))  # warm-up
+    asyncio.run(closed_loop(url, requests, concurrency, min(2.0, seconds / 5), [], Counter()))  # warm-up
     batch_sum0, batch_count0 = _batch_totals(url)
     cpu0 = process_tree_cpu_s(server_pid) if server_pid else 0.0
     latencies: list[float] = []
     statuses: Counter = Counter()
-    elapsed = asyncio.run(_closed_loop(url, requests, concurrency, seconds, latencies, statuses))
+    elapsed = asyncio.run(closed_loop(url, requests, concurrency, seconds, latencies, statuses))
     cpu1 = process_tree_cpu_s(server_pid) if server_pid else 0.0
     batch_sum1, batch_count1 = _batch_totals(url)
     batches = batch_count1 - batch_count0

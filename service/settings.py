@@ -63,6 +63,9 @@ class Settings(BaseSettings):
                                                                "latency per op, CPU that decoding cannot use)")
     attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
+    keep_alive_s: float = Field(default=75.0, gt=0.0, description="how long an idle client connection is kept open; "
+                                "longer than clients and load balancers keep theirs, so the server never closes a "
+                                "connection a client is about to reuse")
     api_key: SecretStr | None = Field(default=None, description="when set, inference and model routes need it in "
                                                                  "the X-API-Key header; health and metrics stay open")
     repository_poll_s: float = Field(default=5.0, ge=0.0,

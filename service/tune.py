@@ -132,14 +132,16 @@ def _better(candidate: Trial, best: Trial | None, budget_ms: float | None) -> bo
 def _run_trial(bundle: Bundle, settings: dict[str, Any], payloads: list[bytes], concurrencies: Sequence[int],
                seconds: float, work: Path) -> Trial:
     """Serve the model alone with `settings` as its config.json and measure it."""
-    repository = Path(tempfile.mkdtemp(prefix="trial-", dir=work))
+    trial_dir = Path(tempfile.mkdtemp(prefix="trial-", dir=work))
+    repository, logs = trial_dir / "repository", trial_dir / "logs"
     model_dir = repository / bundle.manifest.name
-    model_dir.mkdir()
+    model_dir.mkdir(parents=True)
+    logs.mkdir()
     (model_dir / str(bundle.manifest.version)).symlink_to(bundle.path.resolve(), target_is_directory=True)
     (model_dir / MODEL_CONFIG_FILENAME).write_text(json.dumps(settings), encoding="utf-8")
     trial = Trial(settings=dict(settings))
     try:
-        with start_server(repository, repository, repository_poll_s="0") as server:
+        with start_server(repository, logs, repository_poll_s="0") as server:
             trial.levels = [run_level(server.url, c, seconds, payloads, bundle.manifest.name,
                                       server_pid=server.process.pid) for c in concurrencies]
             server.stop()

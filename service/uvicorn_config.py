@@ -28,11 +28,15 @@ def event_loop_and_parser() -> tuple[str, str]:
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
-    """How uvicorn serves `app`: logging left to `configure_logging`, no access log, graceful drain on SIGTERM."""
+    """How uvicorn serves `app`: logging left to `configure_logging`, no access log, graceful drain on SIGTERM, and
+    idle connections kept `keep_alive_s` (uvicorn's own 5 s closed connections that slow clients were about to
+    reuse: under overload a client that took longer than that to send its next request got a reset, not an answer).
+    """
     loop, http = event_loop_and_parser()
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                           log_level=settings.log_level.lower(), access_log=False, loop=loop, http=http,
-                          timeout_graceful_shutdown=settings.drain_timeout_s)
+                          timeout_graceful_shutdown=settings.drain_timeout_s,
+                          timeout_keep_alive=max(1, round(settings.keep_alive_s)))
 
 
 def _drained(_signum: int, _frame: FrameType | None) -> None:

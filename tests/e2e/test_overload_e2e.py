@@ -155,3 +155,20 @@ def test_the_deadline_counts_the_upload(model_repository: Path, tmp_path: Path,
         assert 1.0 <= waited <= 1.0 + MARGIN_S, waited
         slow.close()
         server.stop()
+
+
+def test_an_idle_connection_outlives_uvicorns_five_seconds(model_repository: Path, tmp_path: Path,
+                                                           val_jpegs: list[tuple[str, bytes]]) -> None:
+    """A client that takes 6 s to send its next request (a busy client under overload) still gets an answer on the
+    same connection: with uvicorn's default 5 s keep-alive it got a reset instead."""
+    server = start_server(model_repository, tmp_path, repository_poll_s="0")
+    with server:
+        request = multipart_request(server.url, "/predict", *val_jpegs[0])
+        client = _open(server.url)
+        client.sendall(request)
+        assert _read_response(client)[0] == 200
+        time.sleep(6.0)
+        client.sendall(request)
+        assert _read_response(client)[0] == 200
+        client.close()
+        server.stop()

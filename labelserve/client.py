@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from PIL import Image
@@ -73,11 +73,13 @@ def _uploads(images: ImageInput | Sequence[ImageInput]) -> list[_Upload]:
     return [_upload(image, index) for index, image in enumerate(items)]
 
 
-def _form(model: str | None, version: int | None, top_k: int | None, threshold: float | None, attention: bool,
-          timeout_s: float | None) -> dict[str, str]:
+def _form(model: str | None, version: int | None, top_k: int | None, threshold: float | None,
+          attention: bool | Literal["png", "array"], timeout_s: float | None) -> dict[str, str]:
     fields = {"model": model, "version": version, "top_k": top_k, "threshold": threshold, "timeout_s": timeout_s}
     form = {name: str(value) for name, value in fields.items() if value is not None}
     form["attention"] = "true" if attention else "false"
+    if isinstance(attention, str):
+        form["attention_format"] = attention
     return form
 
 
@@ -153,16 +155,18 @@ class Client:
         self._http = httpx.Client(base_url=self._settings.url, headers=self._settings.headers, transport=transport)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], *, top_k: int | None = None,
-                threshold: float | None = None, attention: bool = False, timeout_s: float | None = None,
-                model: str | None = None, version: int | None = None) -> PredictResponse:
+                threshold: float | None = None, attention: bool | Literal["png", "array"] = False,
+                timeout_s: float | None = None, model: str | None = None,
+                version: int | None = None) -> PredictResponse:
         """Label images: one result per image, in order.
 
         Args:
             images: one or more paths, encoded image bytes or PIL images.
             top_k: return only the k most probable labels per image.
             threshold: decide every label at this probability instead of the model's per-label thresholds.
-            attention: also return the attention maps of the predicted labels (base64 PNG; see
-                `labelserve.overlay.decode_attention`).
+            attention: also return the attention maps of the predicted labels: True or "png" as base64 PNGs in
+                `attention` (see `labelserve.overlay.decode_attention`), "array" as the network's own `[h, w]` maps
+                in `attention_maps`.
             timeout_s: the request's deadline on the server (504 past it); default the server's.
             model: model name; default the server's first model.
             version: model version; default the newest served.
@@ -211,8 +215,9 @@ class AsyncClient:
                                        transport=transport)
 
     async def predict(self, images: ImageInput | Sequence[ImageInput], *, top_k: int | None = None,
-                      threshold: float | None = None, attention: bool = False, timeout_s: float | None = None,
-                      model: str | None = None, version: int | None = None) -> PredictResponse:
+                      threshold: float | None = None, attention: bool | Literal["png", "array"] = False,
+                      timeout_s: float | None = None, model: str | None = None,
+                      version: int | None = None) -> PredictResponse:
         """Label images; arguments, answer and errors as for `Client.predict`. Files are read before sending."""
         uploads = _uploads(images)
         form = _form(model, version, top_k, threshold, attention, timeout_s)

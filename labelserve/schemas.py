@@ -50,8 +50,12 @@ class ImageResult(BaseModel):
     labels: list[LabelScore] = Field(description="most probable first, limited to top_k")
     predicted: list[str] = Field(description="labels at or above their threshold, most probable first")
     attention: dict[str, str] | None = Field(
-        default=None, description="predicted label -> base64 8-bit greyscale PNG at the image's aspect ratio; "
-                                  "only when attention=true")
+        default=None, description="predicted label -> base64 8-bit greyscale PNG at the image's aspect ratio, 255 "
+                                  "where the label's attention peaks; only when attention=true (format png)")
+    attention_maps: dict[str, list[list[float]]] | None = Field(
+        default=None, description="predicted label -> the network's [h, w] attention map (cross-attention weights "
+                                  "over the feature grid, not upsampled); only when attention=true and "
+                                  "attention_format=array")
 
 
 class PredictResponse(BaseModel):

@@ -132,7 +132,7 @@ class Predictor:
 
     async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
         outputs, size = await self._outputs(model, upload, options.attention)
-        if options.attention:  # PNG encoding: a worker thread's job
+        if options.encodes_png:  # PNG encoding: a worker thread's job
             prediction = await asyncio.get_running_loop().run_in_executor(model.decode_pool, postprocess, outputs,
                                                                           model.manifest, size, options)
         else:  # a sigmoid and a sort of C values: cheaper here than a round trip through the pool

@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
     intra_op_spinning: bool = Field(default=False, description="onnxruntime's idle intra-op threads spin (lower "
                                                                "latency per op, CPU that decoding cannot use)")
-    attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
+    attention_max_side: int = Field(default=128, ge=1, description="longer side of attention maps returned as PNG, "
+                                                                    "px (they carry 7x7 to 14x14 values; clients "
+                                                                    "scale them up smoothly)")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
     keep_alive_s: float = Field(default=75.0, gt=0.0, description="how long an idle client connection is kept open; "
                                 "longer than clients and load balancers keep theirs, so the server never closes a "

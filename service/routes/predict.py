@@ -26,6 +26,7 @@ from service.errors import (
 )
 from service.multipart import Part, boundary_of, parse_form
 from service.pipeline import PostprocessOptions
+from service.pipeline.postprocess import AttentionFormat
 from service.predictor import ImageAnswer, ImageUpload
 from service.routes._auth import check_api_key
 from service.routes._guard import read_body, run_guarded
@@ -48,6 +49,9 @@ class PredictParameters(BaseModel):
     top_k: int | None = Field(default=None, ge=1, description="return only the k most probable labels")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="overrides every per-label threshold")
     attention: bool = Field(default=False, description="return attention maps of the predicted labels")
+    attention_format: AttentionFormat = Field(
+        default="png", description="png: base64 greyscale PNGs at the image's aspect ratio (field attention); array: "
+                                   "the network's own [h, w] maps as numbers, to upsample yourself (attention_maps)")
     timeout_s: float | None = Field(default=None, gt=0.0, le=3600.0, description="this request's deadline in "
                                     "seconds; default LABELSERVE_REQUEST_TIMEOUT_S")
 
@@ -107,6 +111,8 @@ def _result(answer: ImageAnswer) -> dict[str, Any]:
     }
     if prediction.attention is not None:
         result["attention"] = prediction.attention
+    if prediction.attention_maps is not None:
+        result["attention_maps"] = prediction.attention_maps  # float32 arrays, written as nested lists by orjson
     return result
 
 
@@ -122,8 +128,9 @@ async def predict(request: Request) -> Response:
         if parameters.attention and not served.has_attention:
             raise InvalidParameterError(f"model {served.name!r} has no attention output; send attention=false")
         options = PostprocessOptions(top_k=parameters.top_k, threshold=parameters.threshold,
-                                     attention=parameters.attention, attention_max_side=settings.attention_max_side)
+                                     attention=parameters.attention, attention_format=parameters.attention_format,
+                                     attention_max_side=settings.attention_max_side)
         timeout_s = parameters.timeout_s if parameters.timeout_s is not None else settings.request_timeout_s
         answers = await run_guarded(request, state.predictor.predict(served, uploads, options), timeout_s)
     body = {"model": served.name, "version": served.version, "results": [_result(answer) for answer in answers]}
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")

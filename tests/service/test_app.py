@@ -103,9 +103,38 @@ def test_attention_maps_decode_to_the_image_size(client: TestClient, photo_jpegs
     for encoded in photo["attention"].values():
         heatmap = Image.open(io.BytesIO(base64.b64decode(encoded)))
         assert heatmap.format == "PNG" and heatmap.mode == "L"
-        assert heatmap.size == (512, 342)  # 640x427 capped at attention_max_side=512
+        assert heatmap.size == (128, 85)  # 640x427 capped at attention_max_side=128 (427 * 0.2 = 85.4)
         assert np.asarray(heatmap).max() == 255
     assert {Image.open(io.BytesIO(base64.b64decode(v))).size for v in scene["attention"].values()} == {(64, 64)}
+
+
+def test_attention_as_arrays_are_the_networks_own_maps(client: TestClient, tiny_bundle: Bundle,
+                                                       photo_jpegs: list[tuple[str, bytes]]) -> None:
+    import onnxruntime as ort
+
+    from labelserve.image import open_rgb
+    from labelserve.preprocess import preprocess
+
+    name, data = photo_jpegs[0]
+    response = client.post("/predict", files=image_parts((name, data)),
+                           data={"attention": "true", "attention_format": "array", "threshold": "0"})
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    assert "attention" not in result and set(result["attention_maps"]) == set(result["predicted"])
+    manifest = tiny_bundle.manifest
+    session = ort.InferenceSession(str(tiny_bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
+    batch = preprocess(open_rgb(io.BytesIO(data), manifest.input), manifest.input)[None]
+    expected = session.run(["attention"], {"images": batch})[0][0]  # [C, h, w]
+    for label, grid in result["attention_maps"].items():
+        got = np.asarray(grid, dtype=np.float32)
+        assert got.shape == expected.shape[1:]
+        np.testing.assert_allclose(got, expected[manifest.labels.index(label)], atol=1e-6)
+
+
+def test_an_unknown_attention_format_is_422(client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
+    response = client.post("/predict", files=image_parts(val_jpegs[0]),
+                           data={"attention": "true", "attention_format": "jpeg"})
+    assert_error(response, 422, "validation_error", "attention_format")
 
 
 def test_healthz_and_readyz(client: TestClient) -> None:

@@ -67,6 +67,8 @@ def panels() -> list[dict[str, Any]]:
                                                       ("sum(labelserve_requests_in_flight)", "in flight")], 12, 24),
         _panel("Rejections and errors", [("sum by (reason) (rate(labelserve_rejections_total[$__rate_interval]))",
                                           "rejected: {{reason}}"),
+                                         ("sum(rate(labelserve_admission_rejections_total[$__rate_interval]))",
+                                          "refused at the door: server_busy"),
                                          ("sum by (code) (rate(labelserve_errors_total[$__rate_interval]))",
                                           "error: {{code}}")], 0, 32, "reqps"),
         _panel("Model versions served", [("labelserve_model_info", "{{model}} v{{version}} {{engine}}/{{provider}}"),

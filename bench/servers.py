@@ -46,33 +46,68 @@ def _single_model_repository(repository: Path, model: str, into: Path) -> Path:
 
 
 @contextmanager
-def _baseline(repository: Path, model: str, log_dir: Path) -> Iterator[RunningServer]:
-    bundle = repository / model / str(list_versions(repository / model)[-1])
-    log_path = log_dir / "baseline.log"
-    env = {**os.environ, "BASELINE_MODEL": str(bundle), "PYTHONPATH": str(_REPO_ROOT)}
+def _process(command: list[str], cwd: Path, env: dict[str, str], log_path: Path,
+             ready_path: str) -> Iterator[RunningServer]:
+    """A server started as `command` (it logs "running on <url>"); SIGTERM and a wait when the block ends."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.baseline_server:app", "--host",
-                                    "127.0.0.1", "--port", "0", "--no-access-log"], cwd=_REPO_ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url = None
         deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline and process.poll() is None:
+        while time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
-            if match := _LISTENING.search(log_path.read_text(errors="replace")):
-                url = match.group(1)
-        if url is None:
-            raise RuntimeError(f"the baseline server did not start:\n{log_path.read_text(errors='replace')}")
-        httpx.get(f"{url}/docs", timeout=10).raise_for_status()
-        yield RunningServer(url=url, pid=process.pid, log_path=log_path)
+            match = _LISTENING.search(log_path.read_text(errors="replace"))
+            if match and _answers(match.group(1) + ready_path):
+                yield RunningServer(url=match.group(1), pid=process.pid, log_path=log_path)
+                return
+        raise RuntimeError(f"{' '.join(command)} did not start:\n{log_path.read_text(errors='replace')}")
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def _baseline(repository: Path, model: str, log_dir: Path) -> Iterator[RunningServer]:
+    bundle = repository / model / str(list_versions(repository / model)[-1])
+    env = {**os.environ, "BASELINE_MODEL": str(bundle), "PYTHONPATH": str(_REPO_ROOT)}
+    command = [sys.executable, "-m", "uvicorn", "bench.baseline_server:app", "--host", "127.0.0.1", "--port", "0",
+               "--no-access-log"]
+    with _process(command, _REPO_ROOT, env, log_dir / "baseline.log", "/docs") as server:
+        yield server
+
+
+@contextmanager
+def _worktree(commit: str, path: Path) -> Iterator[Path]:
+    """A temporary git worktree of `commit` of this repository at `path`."""
+    subprocess.run(["git", "-C", str(_REPO_ROOT), "worktree", "add", "--detach", "--quiet", str(path), commit],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(_REPO_ROOT), "worktree", "remove", "--force", str(path)], check=True)
+
+
+@contextmanager
+def _labelserve_checkout(checkout: Path, repository: Path, model: str, log_dir: Path,
+                         **settings: str) -> Iterator[RunningServer]:
+    """`python -m service` from another checkout of the project (an earlier commit), for before/after figures."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELSERVE_")}
+    env.update({"PYTHONPATH": str(checkout), "LABELSERVE_PORT": "0", "LABELSERVE_REPOSITORY_POLL_S": "0",
+                "LABELSERVE_MODEL_REPOSITORY": str(_single_model_repository(repository, model, log_dir)),
+                **{f"LABELSERVE_{k.upper()}": v for k, v in settings.items()}})
+    with _process([sys.executable, "-m", "service"], checkout, env, log_dir / "server.log", "/readyz") as server:
+        yield server
 
 
 @contextmanager
@@ -86,14 +121,19 @@ def _labelserve(repository: Path, model: str, log_dir: Path, **settings: str) ->
 
 @contextmanager
 def serve(kind: str, repository: Path, model: str, **settings: str) -> Iterator[RunningServer]:
-    """Start server `kind` ("baseline" or "labelserve", the latter with `LABELSERVE_*` `settings`) on `model` alone;
-    it is stopped (SIGTERM, drained) when the block ends."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
+    """Start server `kind` on `model` alone: "baseline", "labelserve" (this checkout, with `LABELSERVE_*`
+    `settings`), or "labelserve@<commit>" (the service as it was at that commit, same settings, run from a temporary
+    git worktree with this environment). It is stopped (SIGTERM, drained) when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         if kind == "baseline":
             with _baseline(repository, model, Path(tmp)) as server:
                 yield server
         elif kind == "labelserve":
             with _labelserve(repository, model, Path(tmp), **settings) as server:
                 yield server
+        elif kind.startswith("labelserve@"):
+            with _worktree(kind.partition("@")[2], Path(tmp) / "checkout") as checkout, \
+                    _labelserve_checkout(checkout, repository, model, Path(tmp), **settings) as server:
+                yield server
         else:
-            raise ValueError(f"unknown server kind {kind!r}; use baseline or labelserve")
+            raise ValueError(f"unknown server kind {kind!r}; use baseline, labelserve or labelserve@<commit>")

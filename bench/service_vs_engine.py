@@ -81,7 +81,7 @@ def measure_servers(repository: Path, model: str, servers: list[str], concurrenc
         order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
         for name in order:
             print(f"  round {round_index + 1}/{rounds}: {name} at concurrency {concurrencies} ...", flush=True)
-            with serve(name, repository, model, **(settings if name == "labelserve" else {})) as server:
+            with serve(name, repository, model, **(settings if name.startswith("labelserve") else {})) as server:
                 levels = [run_level(server.url, c, seconds, payloads, None, server_pid=server.pid)
                           for c in concurrencies]
             results[name].append(levels)
@@ -111,6 +111,12 @@ def engine_cpu_s_per_image(in_process: dict[int, dict[str, Any]], batch: float) 
         return cpu_small
     per_batch = (cpu_small - cpu_large) / (1 / small - 1 / large)
     return cpu_large + per_batch * (1 / batch - 1 / large)
+
+
+def outside_engine_s(in_process: dict[int, dict[str, Any]], level: dict[str, Any]) -> float:
+    """A server level's CPU seconds per image beyond what the engine as served costs at the batch size it formed:
+    HTTP, multipart, decode, preprocess, batching and JSON."""
+    return level["server_cpu_s_per_image"] - engine_cpu_s_per_image(in_process, level["mean_batch_size"])
 
 
 def _targets(model: str, in_process: dict[int, dict[str, Any]], medians: dict[str, list[dict]],
@@ -143,6 +149,12 @@ def _targets(model: str, in_process: dict[int, dict[str, Any]], medians: dict[st
             targets.append({"target": "labelserve c=1 p50 - (engine + decode) b=1 p50 (ms)", "goal": "<= 2",
                             "value": ours[1]["p50_ms"] - engine_ms - decode_ms, "threshold": 2.0,
                             "lower_is_better": True})
+    for name, levels in medians.items():  # an earlier commit's service measured in the same run
+        if name.startswith("labelserve@") and top in {level["concurrency"] for level in levels}:
+            before = next(level for level in levels if level["concurrency"] == top)
+            targets.append({"target": f"CPU outside the engine, labelserve / {name} at c={top}",
+                            "goal": "<= 0.5", "value": outside_engine_s(in_process, ours[top])
+                            / outside_engine_s(in_process, before), "threshold": 0.5, "lower_is_better": True})
     for target in targets:
         lower = target.pop("lower_is_better", False)
         target["met"] = target["value"] <= target["threshold"] if lower else target["value"] >= target["threshold"]
@@ -166,10 +178,8 @@ def _rows(in_process: dict[int, dict[str, Any]], medians: dict[str, list[dict]])
                    "p50 ms": level["p50_ms"], "p99 ms": level["p99_ms"],
                    "CPU ms/img": level["server_cpu_s_per_image"] * 1000, "cores": level["server_cores"],
                    "mean batch": level["mean_batch_size"], "errors": level["errors"]}
-            if name == "labelserve":
-                outside = level["server_cpu_s_per_image"] - engine_cpu_s_per_image(in_process,
-                                                                                   level["mean_batch_size"])
-                row["CPU ms/img outside engine"] = outside * 1000
+            if name.startswith("labelserve"):
+                row["CPU ms/img outside engine"] = outside_engine_s(in_process, level) * 1000
             rows.append(row)
     return rows
 
@@ -209,7 +219,8 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                         help="model repository (the benchmark models are built into it when missing)")
     parser.add_argument("--models", nargs="+", default=["demo", ENGINE_BOUND_MODEL])
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS),
+                        help="baseline, labelserve, and labelserve@<commit> for the service as it was at a commit")
     parser.add_argument("--batch", type=int, default=16, help="engine batch size = the service's max batch size")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per figure")

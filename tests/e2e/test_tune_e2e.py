@@ -47,7 +47,7 @@ def test_tune_writes_a_config_the_service_then_uses(model_repository: Path, tmp_
         await loaded.load_all()
         model = loaded.get("tiny")
         try:
-            return model.batcher.max_batch_size, model.decode_pool._max_workers
+            return model.batcher.max_batch_size, model.decode_pool.max_workers
         finally:
             await loaded.stop(5.0)
 

@@ -23,9 +23,10 @@ import httpx
 
 from labelserve.bundle import list_versions
 from labelserve.loadgen import process_tree_cpu_s
-from labelserve.local_server import start_server
+from labelserve.local_server import share_priority, start_server
+from service.model_config import MODEL_CONFIG_FILENAME
 
-__all__ = ["RunningServer", "process_tree_cpu_s", "serve", "share_priority"]
+__all__ = ["RunningServer", "process_tree_cpu_s", "serve", "tuned_config"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,22 +41,25 @@ class RunningServer:
     log_path: Path
 
 
-def share_priority(pid: int) -> None:
-    """Give a server this benchmark started the benchmark's own scheduling priority. A server runs in a session of
-    its own, and with the kernel's autogroup scheduling a session's CPU share is set per session: a benchmark run with
-    a raised priority (`echo -10 > /proc/self/autogroup` in its shell) must pass it on, or its server would compete
-    with the rest of a shared machine at the default while its load client does not."""
-    try:
-        nice = Path("/proc/self/autogroup").read_text().split()[-1]
-        Path(f"/proc/{pid}/autogroup").write_text(nice)
-    except (OSError, IndexError):
-        pass  # no autogroup scheduling here, or no permission: the server keeps the default
-
-
-def _single_model_repository(repository: Path, model: str, into: Path) -> Path:
-    """A repository holding only `model` (a link to it), so a server loads and warms nothing else."""
-    (into / model).symlink_to((repository / model).resolve(), target_is_directory=True)
+def _single_model_repository(repository: Path, model: str, into: Path, with_config: bool = False) -> Path:
+    """A repository holding only `model` (links to its versions), so a server loads and warms nothing else; the
+    model's config.json (per-model settings, e.g. written by `labelserve tune`) only `with_config`, so that the
+    service's defaults are measured as defaults."""
+    source = (repository / model).resolve()
+    (into / model).mkdir()
+    for item in source.iterdir():
+        if item.name != MODEL_CONFIG_FILENAME or with_config:
+            (into / model / item.name).symlink_to(item)
     return into
+
+
+def tuned_config(repository: Path, model: str) -> dict[str, object]:
+    """The model's config.json, which "labelserve-tuned" serves with; an error saying how to make it if missing."""
+    path = repository / model / MODEL_CONFIG_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `labelserve tune --repository {repository} --model "
+                                f"{model}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @contextmanager
@@ -150,11 +154,11 @@ def _labelserve_checkout(checkout: Path, repository: Path, model: str, log_dir: 
 
 
 @contextmanager
-def _labelserve(repository: Path, model: str, log_dir: Path, **settings: str) -> Iterator[RunningServer]:
-    server = start_server(_single_model_repository(repository, model, log_dir), log_dir, repository_poll_s="0",
-                          **settings)
+def _labelserve(repository: Path, model: str, log_dir: Path, with_config: bool = False,
+                **settings: str) -> Iterator[RunningServer]:
+    server = start_server(_single_model_repository(repository, model, log_dir, with_config), log_dir,
+                          repository_poll_s="0", **settings)
     with server:
-        share_priority(server.process.pid)
         yield RunningServer(url=server.url, pid=server.process.pid, log_path=server.log_path)
         server.stop()
 
@@ -162,18 +166,22 @@ def _labelserve(repository: Path, model: str, log_dir: Path, **settings: str) ->
 @contextmanager
 def serve(kind: str, repository: Path, model: str, **settings: str) -> Iterator[RunningServer]:
     """Start server `kind` on `model` alone: "baseline", "labelserve" (this checkout, with `LABELSERVE_*`
-    `settings`), or "labelserve@<commit>" (the service as it was at that commit, same settings, run from a temporary
-    git worktree with this environment). It is stopped (SIGTERM, drained) when the block ends."""
+    `settings`), "labelserve-tuned" (the same with the model's config.json, which overrides them), or
+    "labelserve@<commit>" (the service as it was at that commit, same settings, run from a temporary git worktree
+    with this environment). It is stopped (SIGTERM, drained) when the block ends."""
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         if kind == "baseline":
             with _baseline(repository, model, Path(tmp)) as server:
                 yield server
-        elif kind == "labelserve":
-            with _labelserve(repository, model, Path(tmp), **settings) as server:
+        elif kind in ("labelserve", "labelserve-tuned"):
+            if kind == "labelserve-tuned":
+                tuned_config(repository, model)
+            with _labelserve(repository, model, Path(tmp), kind == "labelserve-tuned", **settings) as server:
                 yield server
         elif kind.startswith("labelserve@"):
             with _worktree(kind.partition("@")[2], Path(tmp) / "checkout") as checkout, \
                     _labelserve_checkout(checkout, repository, model, Path(tmp), **settings) as server:
                 yield server
         else:
-            raise ValueError(f"unknown server kind {kind!r}; use baseline, labelserve or labelserve@<commit>")
+            raise ValueError(f"unknown server kind {kind!r}; use baseline, labelserve, labelserve-tuned or "
+                             "labelserve@<commit>")

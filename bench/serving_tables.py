@@ -36,7 +36,8 @@ def _serving(document: dict[str, Any]) -> str:
                          f"{_number(result[f'{kind}_cpu_s_per_image'] * 1000, 2)} | {size} | "
                          f"{_number(rate / ceiling, 2)} |")
     names = {"baseline": "30-line FastAPI baseline (bench/baseline_server.py)", "labelserve": "labelserve /predict",
-             "labelserve-unbatched": "labelserve /predict, max batch 1"}
+             "labelserve-unbatched": "labelserve /predict, max batch 1",
+             "labelserve-tuned": "labelserve /predict, settings from `labelserve tune`"}
     for server, levels in document["medians"].items():
         for level in levels:
             low, high = level["images_per_s_range"]
@@ -49,6 +50,9 @@ def _serving(document: dict[str, Any]) -> str:
     lines += ["", "| target | goal | measured | met |", "|---|---|---:|---|"]
     lines += [f"| {t['target']} | {t['goal']} | {_number(t['value'], 2)} | {'yes' if t['met'] else '**no**'} |"
               for t in document["targets"]]
+    if "tuned_config" in document:
+        settings = ", ".join(f"`{key}` {value}" for key, value in document["tuned_config"].items())
+        lines += ["", f"`labelserve tune` chose (config.json): {settings}."]
     lines += ["", f"Medians of {document['rounds']} rounds ({document['seconds']:g} s per figure; servers alternated, "
                   f"ranges in brackets); {document['machine']['cpu_count']} CPU cores, {document['created_at'][:16]} "
                   "UTC."]

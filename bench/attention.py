@@ -59,7 +59,7 @@ async def _measure(url: str, request: bytes, seconds: float) -> dict[str, Any]:
             raise RuntimeError(f"/predict answered {response.status}: {response.body[:300]!r}")
         size = len(response.body)
         result = json.loads(response.body)["results"][0]
-        maps = len(result.get("attention", {}))
+        maps = len(result.get("attention") or result.get("attention_maps") or {})  # png maps, or the arrays
     await connection.close()
     return {"latency": percentiles_ms(latencies), "response_bytes": size, "maps": maps, "requests": len(latencies)}
 

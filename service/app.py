@@ -77,6 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
     app.add_middleware(AdmissionMiddleware, max_in_flight=settings.in_flight_limit,
-                       on_refused=metrics.admission_rejections.inc)
+                       on_refused=metrics.admission_rejections.inc, wait_s=settings.admission_wait_s)
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)  # added last = outermost
     return app

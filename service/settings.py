@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(default=256, ge=1, description="queued images per model before 503")
     max_in_flight: int | None = Field(default=None, ge=1, description="inference requests handled at once; more are "
                                       "answered 503 before their body is read (default: max_queue_size)")
+    admission_wait_s: float = Field(default=1.0, ge=0.0, description="how long a request beyond max_in_flight waits "
+                                    "at the door for a slot, body unread, before its 503 (0: refused at once)")
     request_timeout_s: float = Field(default=30.0, gt=0.0, description="whole-request deadline before 504")
 
     max_image_bytes: int = Field(default=20 * MIB, ge=1)

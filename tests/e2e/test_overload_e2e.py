@@ -78,7 +78,8 @@ def _logged_durations(log: str) -> dict[int, list[float]]:
 def test_overload_is_refused_cleanly_and_the_queue_stays_bounded(model_repository: Path, tmp_path: Path,
                                                                   val_jpegs: list[tuple[str, bytes]]) -> None:
     server = start_server(model_repository, tmp_path, max_queue_size=str(QUEUE_BOUND), max_batch_size="2",
-                          max_queue_delay_ms="20", request_timeout_s=str(DEADLINE_S), repository_poll_s="0")
+                          max_queue_delay_ms="20", request_timeout_s=str(DEADLINE_S), repository_poll_s="0",
+                          admission_wait_s="0")
     with server:
         requests = [multipart_request(server.url, "/predict", name, data) for name, data in val_jpegs]
         depths: list[float] = []
@@ -119,7 +120,7 @@ def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 def test_a_request_over_the_limit_is_refused_before_its_body_and_the_connection_stays_usable(
         model_repository: Path, tmp_path: Path, val_jpegs: list[tuple[str, bytes]]) -> None:
-    server = start_server(model_repository, tmp_path, max_in_flight="1", repository_poll_s="0")
+    server = start_server(model_repository, tmp_path, max_in_flight="1", repository_poll_s="0", admission_wait_s="0")
     with server:
         request = multipart_request(server.url, "/predict", *val_jpegs[0])
         head_end = request.index(b"\r\n\r\n") + 4
@@ -138,6 +139,41 @@ def test_a_request_over_the_limit_is_refused_before_its_body_and_the_connection_
         assert server.metric("labelserve_admission_rejections_total") == 1
         holder.close()
         refused.close()
+        server.stop()
+
+
+def test_a_request_over_the_limit_waits_at_the_door_for_a_slot_then_is_refused(
+        model_repository: Path, tmp_path: Path, val_jpegs: list[tuple[str, bytes]]) -> None:
+    server = start_server(model_repository, tmp_path, max_in_flight="1", repository_poll_s="0",
+                          admission_wait_s="0.5")
+    with server:
+        request = multipart_request(server.url, "/predict", *val_jpegs[0])
+        head_end = request.index(b"\r\n\r\n") + 4
+        holder = _open(server.url)
+        holder.sendall(request[:head_end + 10])  # admitted, now waiting for the rest of its body
+        time.sleep(0.3)
+        waiting = _open(server.url)
+        waiting.sendall(request)  # whole: admitted once the holder is done, if that is within the wait
+        time.sleep(0.1)
+        holder.sendall(request[head_end + 10:])
+        assert _read_response(holder)[0] == 200
+        assert _read_response(waiting)[0] == 200
+        assert server.metric("labelserve_admission_rejections_total") == 0
+
+        holder.sendall(request[:head_end + 10])  # the slot is taken again, and held past the wait
+        time.sleep(0.3)
+        started = time.monotonic()
+        waiting.sendall(request[:head_end])
+        status, _, body = _read_response(waiting)
+        waited = time.monotonic() - started
+        assert (status, json.loads(body)["code"]) == (503, "server_busy")
+        assert waited >= 0.5, waited
+        assert "after waiting 0.5 s" in json.loads(body)["error"]
+        assert server.metric("labelserve_admission_rejections_total") == 1
+        holder.sendall(request[head_end + 10:])
+        assert _read_response(holder)[0] == 200
+        holder.close()
+        waiting.close()
         server.stop()
 
 

@@ -1,0 +1,161 @@
+"""Build the Dockerfile's images with Debian's buildah and run them with podman, for real, on a machine without a
+Docker engine (imported by name: this folder is on sys.path under pytest).
+
+Building: `buildah bud --isolation chroot --format docker` (docker format keeps HEALTHCHECK) with `--layers`, so the
+dependency layers stay cached in this machine's containers storage between runs. pip inside the build gets this
+machine's CA bundle through a pip.conf bound over /etc/pip.conf for the build only; the Dockerfile is not changed.
+
+Running: `podman run` works here with two adjustments, both given on the command line:
+- the OCI runtime is runc (Debian's `runc`): crun refuses this kernel's hybrid cgroup v1/v2 layout ("cgroups in
+  hybrid mode not supported", with or without `--cgroups=disabled`);
+- resource limits are given explicitly, within the host's hard limits: podman's defaults (e.g. 1048576 open files)
+  lie above them and runc's setrlimit is refused ("operation not permitted").
+With those, containers get podman's own bridge network and published ports, named volumes, read-only root
+filesystems, dropped capabilities, `podman healthcheck run` and `podman stop` (STOPSIGNAL, then the exit code).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["PODMAN", "Container", "build_image", "image_config", "image_size", "podman_limits", "remove_image",
+           "run_checked", "unique_name"]
+
+PODMAN = ["podman", "--runtime", "runc"]
+_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+_BUILD_CA = "/etc/ssl/certs/labelserve-build-ca.crt"
+
+
+def unique_name(prefix: str) -> str:
+    """A container or image name no other test run on this machine uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def run_checked(command: Sequence[str], timeout_s: float = 120, **kwargs: Any) -> str:
+    """Run a command; its stdout, or an AssertionError with its output."""
+    result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs)
+    assert result.returncode == 0, f"{' '.join(command)} -> {result.returncode}\n{result.stdout[-4000:]}" \
+                                   f"{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def podman_limits() -> list[str]:
+    """`--ulimit` flags within this machine's hard limits (see the module docstring)."""
+    _, open_files = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, processes = resource.getrlimit(resource.RLIMIT_NPROC)
+    open_files = 65536 if open_files == resource.RLIM_INFINITY else min(open_files, 65536)
+    processes = 16384 if processes == resource.RLIM_INFINITY else min(processes, 16384)
+    return ["--ulimit", f"nofile={open_files}:{open_files}", "--ulimit", f"nproc={processes}:{processes}"]
+
+
+def build_image(context: Path, target: str, tag: str, build_args: dict[str, str], log_path: Path,
+                timeout_s: float = 1800) -> float:
+    """Build `target` of `context`/Dockerfile as `tag`; the seconds it took. The build log goes to `log_path`."""
+    command = ["buildah", "bud", "--isolation", "chroot", "--format", "docker", "--layers", "--target", target,
+               "--tag", tag]
+    for key, value in build_args.items():
+        command += ["--build-arg", f"{key}={value}"]
+    if _CA_BUNDLE.exists():  # this machine's CA (a TLS-intercepting proxy's, where there is one) for pip in the build
+        pip_conf = log_path.with_name("pip.conf")
+        pip_conf.write_text(f"[global]\ncert = {_BUILD_CA}\n", encoding="utf-8")
+        command += ["--volume", f"{_CA_BUNDLE}:{_BUILD_CA}:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro"]
+    started = time.monotonic()
+    with log_path.open("w", encoding="utf-8") as log:
+        result = subprocess.run([*command, str(context)], stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                                check=False)
+    assert result.returncode == 0, f"buildah bud --target {target} failed:\n{log_path.read_text()[-6000:]}"
+    return time.monotonic() - started
+
+
+def image_config(tag: str) -> dict[str, Any]:
+    """The image's config as podman reports it (Cmd, User, Env, Healthcheck, Volumes, ...) plus its size."""
+    (info,) = json.loads(run_checked(["podman", "image", "inspect", tag]))
+    return {**info["Config"], "Healthcheck": info.get("Healthcheck") or info["Config"].get("Healthcheck"),
+            "Size": info["Size"]}
+
+
+def image_size(tag: str) -> int:
+    """Bytes of the image, as podman counts them (all layers)."""
+    return int(image_config(tag)["Size"])
+
+
+def remove_image(tag: str) -> None:
+    """Untag the image; its layers stay in the build cache."""
+    subprocess.run(["podman", "rmi", "--force", tag], capture_output=True, timeout=120, check=False)
+
+
+@dataclass
+class Container:
+    """A running container, started with the image's own command, reachable from this host at `url`."""
+
+    name: str
+    url: str
+
+    @classmethod
+    def start(cls, image: str, options: Sequence[str] = (), port: int = 8000, ready_path: str = "/readyz",
+              ready_timeout_s: float = 120.0) -> Container:
+        """`podman run -d` the image (its CMD, its USER) with `options`; returns once `ready_path` answers 200."""
+        name = unique_name("labelserve-test")
+        run_checked([*PODMAN, "run", "--detach", "--name", name, *podman_limits(), "--publish",
+                     f"127.0.0.1::{port}", *options, image], timeout_s=120)
+        mapped = run_checked(["podman", "port", name, str(port)]).split()[0]  # 127.0.0.1:<host port>
+        container = cls(name=name, url=f"http://{mapped}")
+        container.wait_until(ready_path, ready_timeout_s)
+        return container
+
+    def wait_until(self, path: str, timeout_s: float) -> None:
+        """Poll `path` until it answers 200; fail with the container's log if it does not in time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise AssertionError(f"{self.name} exited during startup:\n{self.logs()}")
+            try:
+                if httpx.get(f"{self.url}{path}", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"{self.name}: {path} was not 200 within {timeout_s} s:\n{self.logs()}")
+
+    def running(self) -> bool:
+        """Whether the container is still running."""
+        state = subprocess.run(["podman", "inspect", "--format", "{{.State.Running}}", self.name],
+                               capture_output=True, text=True, timeout=60, check=False)
+        return state.stdout.strip() == "true"
+
+    def logs(self) -> str:
+        """Everything the container wrote to stdout and stderr."""
+        result = subprocess.run(["podman", "logs", self.name], capture_output=True, text=True, timeout=60,
+                                check=False)
+        return result.stdout + result.stderr
+
+    def exec(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the running container (as the image's user)."""
+        return subprocess.run([*PODMAN, "exec", self.name, *command], capture_output=True, text=True, timeout=120,
+                              check=False)
+
+    def healthcheck(self) -> subprocess.CompletedProcess[str]:
+        """Run the image's HEALTHCHECK command once, inside the container, now."""
+        return subprocess.run([*PODMAN, "healthcheck", "run", self.name], capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    def stop(self, timeout_s: int = 60) -> int:
+        """`podman stop`: the image's STOPSIGNAL, then SIGKILL after `timeout_s`; the container's exit code."""
+        run_checked([*PODMAN, "stop", "--time", str(timeout_s), self.name], timeout_s=timeout_s + 60)
+        return int(run_checked(["podman", "inspect", "--format", "{{.State.ExitCode}}", self.name]).strip())
+
+    def remove(self) -> None:
+        """Remove the container, running or not."""
+        subprocess.run([*PODMAN, "rm", "--force", "--time", "0", self.name], capture_output=True, timeout=120,
+                       check=False)
+

@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["STANDIN_TAG", "ensure_standin_python_image"]
+__all__ = ["PROMETHEUS_STANDIN_TAG", "STANDIN_TAG", "ensure_standin_prometheus_image", "ensure_standin_python_image"]
 
 STANDIN_TAG = "localhost/labelserve-standin/python:3.11-slim-bookworm"
+PROMETHEUS_STANDIN_TAG = "localhost/labelserve-standin/prometheus:debian"
 _LABEL = "labelserve.standin.recipe"
 _VENV = "/opt/python"
 _RECIPE = {
@@ -98,6 +99,34 @@ def ensure_standin_python_image() -> tuple[str, float]:
         with tempfile.TemporaryDirectory(prefix="labelserve-standin-") as scratch:
             _build(Path(scratch) / "rootfs")
         return STANDIN_TAG, time.monotonic() - started
+
+
+# What prom/prometheus does (entrypoint, default flags, user, data folder), around Debian's prometheus binary.
+_PROMETHEUS_CONTAINERFILE = f"""FROM {STANDIN_TAG}
+COPY prometheus /bin/prometheus
+RUN mkdir /prometheus && chown nobody:nogroup /prometheus
+USER nobody
+WORKDIR /prometheus
+EXPOSE 9090
+ENTRYPOINT ["/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+"""
+
+
+def ensure_standin_prometheus_image() -> str:
+    """A stand-in for prom/prometheus: this machine's Debian `prometheus` binary (2.42 on bookworm) on the python
+    stand-in's Debian root, with the official image's entrypoint, flags, user and data folder. Built with buildah
+    (cached layers; a new binary rebuilds it)."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeError("prometheus is missing: `make test` installs it (Debian package `prometheus`)")
+    ensure_standin_python_image()
+    with tempfile.TemporaryDirectory(prefix="labelserve-prometheus-") as context:
+        shutil.copy2(binary, Path(context) / "prometheus")
+        (Path(context) / "Containerfile").write_text(_PROMETHEUS_CONTAINERFILE, encoding="utf-8")
+        _run(["buildah", "bud", "--isolation", "chroot", "--format", "docker", "--layers", "--tag",
+              PROMETHEUS_STANDIN_TAG, "--file", str(Path(context) / "Containerfile"), context], timeout_s=600)
+    return PROMETHEUS_STANDIN_TAG
 
 
 if __name__ == "__main__":

@@ -53,15 +53,16 @@ CMD ["python", "-m", "service"]
 
 # ---- gpu: onnxruntime-gpu, TensorRT and torch on one CUDA major ----------------------------------------------------
 # One CUDA major, 13, for everything that links CUDA (docker/gpu-requirements.txt): torch 2.14.1's Linux wheels are
-# CUDA 13.0 builds (cuda-toolkit 13.0.3, cudnn-cu13, nccl-cu13) and cuda-bindings must then be 13.x; onnxruntime-gpu
-# is CUDA 13 on PyPI from 1.27; TensorRT is tensorrt-cu13. Mixing in a CUDA 12 onnxruntime-gpu or tensorrt-cu12 would
-# put two CUDA runtimes in one process, and a TensorRT that cannot load next to torch's. The CUDA libraries are
-# NVIDIA's PyPI wheels that those packages pull (nvidia-*), so the base is plain Python, not a CUDA image; the host's
-# NVIDIA container toolkit adds the driver (libcuda) at run time. LD_LIBRARY_PATH lets onnxruntime's CUDA and
-# TensorRT providers find the wheels' libraries without importing torch first.
+# CUDA 13.0 builds (cuda-toolkit 13.0.3, cudnn-cu13, nccl-cu13), so cuda-bindings is 13.x; onnxruntime-gpu is CUDA 13
+# on PyPI from 1.27; TensorRT is tensorrt-cu13 10.x, the major that onnxruntime-gpu's TensorRT provider links
+# (libnvinfer.so.10). A CUDA 12 onnxruntime-gpu or tensorrt-cu12 next to torch would put two CUDA runtimes in one
+# process, and a TensorRT the provider cannot load. The CUDA libraries are NVIDIA's PyPI wheels (nvidia-*) that those
+# packages pull, so the base is plain Python, not a CUDA image; the NVIDIA container toolkit adds the driver (libcuda)
+# at run time. LD_LIBRARY_PATH lets onnxruntime's CUDA and TensorRT providers find the wheels' libraries without
+# importing torch first.
 # TensorRT's libraries (tensorrt-cu13-libs) are served by NVIDIA's index only. Where it cannot be reached, build with
-# --build-arg NVIDIA_PIP_INDEX= --build-arg GPU_WITHOUT=tensorrt-cu13: the image then has the CUDA and CPU providers,
-# and asking for TensorRT fails saying it is missing.
+# --build-arg NVIDIA_PIP_INDEX= --build-arg GPU_WITHOUT=tensorrt-cu13: onnxruntime then logs that its TensorRT provider
+# cannot load libnvinfer.so.10 and falls back to CUDA, or to the CPU without a GPU; /models shows the provider in use.
 FROM ${PYTHON_IMAGE} AS gpu
 ARG NVIDIA_PIP_INDEX=https://pypi.nvidia.com
 ARG GPU_WITHOUT=""

@@ -14,8 +14,13 @@ Two packages are prepared locally, and only these:
 - tensorrt-cu13-libs (TensorRT's libraries) is served by NVIDIA's index (pypi.nvidia.com) only: PyPI's sdist of it
   stops metadata generation to say so, and that index is out of reach here. It is the one package treated as present:
   a stand-in wheel with its name and version and the dependency NVIDIA declares for it, `cuda-toolkit[cudart]`
-  `>=13,<14` for CUDA 13 (NVIDIA/TensorRT `python/packaging/libs_wheel/setup.py`, `get_requirements`). It exists only
-  for this check; the image build asks NVIDIA's index for the real wheel.
+  `>=13,<14` for CUDA 13 (NVIDIA/TensorRT `python/packaging/libs_wheel/setup.py`, `get_requirements`, as of v10.14;
+  10.15 and later generate that file from a template the repository does not publish). It exists only for this
+  check; the image build asks NVIDIA's index for the real wheel.
+
+A resolver only sees declared dependencies, not which shared libraries a wheel loads, so the last test reads the ELF
+`NEEDED` entries of onnxruntime-gpu's CUDA and TensorRT providers and of TensorRT's Python bindings (all three real
+wheels from PyPI): TensorRT 11 resolves just as well, yet onnxruntime-gpu 1.31.1 links libnvinfer.so.10.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -161,3 +167,49 @@ def test_every_cuda_package_is_of_one_major(resolution: dict[str, dict[str, Any]
         cuda = [r for r in resolution[name].get("requires_dist", []) if "cuda" in r or "nvidia" in r]
         other = [r for r in cuda if any(int(m) != CUDA_MAJOR for m in re.findall(r"-cu(\d+)\b", r))]
         assert cuda and not other, f"{name} asks for {other}"
+
+
+_SYSTEM = re.compile(r"^(libc|libm|libdl|librt|libpthread|libgcc_s|libstdc\+\+|ld-linux-x86-64)\.so")
+
+
+def _needed(wheel: Path, member_suffix: str, tmp: Path) -> set[str]:
+    """The shared libraries (ELF NEEDED) of the wheel's member ending in `member_suffix`."""
+    with zipfile.ZipFile(wheel) as archive:
+        (member,) = [name for name in archive.namelist() if name.endswith(member_suffix)]
+        path = Path(archive.extract(member, tmp))
+    dynamic = subprocess.run(["readelf", "--dynamic", str(path)], capture_output=True, text=True, check=True,
+                             timeout=60).stdout
+    return {lib for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
+            if not _SYSTEM.match(lib)}
+
+
+def _majors(libraries: set[str], stem: str) -> set[int]:
+    return {int(lib.rsplit(".so.", 1)[1]) for lib in libraries if lib.startswith(f"{stem}.so.")}
+
+
+def test_the_libraries_onnxruntime_and_tensorrt_load_are_of_the_resolved_majors(
+        resolution: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    if shutil.which("readelf") is None:
+        pytest.fail("readelf (binutils) is needed to read the wheels' shared-library dependencies")
+    wheels = tmp_path / "wheels"
+    platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
+    trt_version = _pin("tensorrt-cu13")
+    fetched = _pip("download", "--no-deps", "--only-binary=:all:", *platforms, "--python-version", "3.11",
+                   "--dest", str(wheels), f"onnxruntime-gpu=={_pin('onnxruntime-gpu')}",
+                   f"tensorrt-cu13-bindings=={trt_version}")
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    (ort_wheel,) = wheels.glob("onnxruntime_gpu-*.whl")
+    (bindings_wheel,) = wheels.glob("tensorrt_cu13_bindings-*.whl")
+    try:
+        cuda_provider = _needed(ort_wheel, "libonnxruntime_providers_cuda.so", tmp_path)
+        trt_provider = _needed(ort_wheel, "libonnxruntime_providers_tensorrt.so", tmp_path)
+        bindings = _needed(bindings_wheel, ".so", tmp_path)
+    finally:
+        ort_wheel.unlink()  # 250 MB
+    for libraries in (cuda_provider, trt_provider):
+        assert _majors(libraries, "libcudart") == {CUDA_MAJOR}, libraries
+    trt_major = Version(trt_version).major
+    assert _majors(trt_provider, "libnvinfer") == {trt_major}, f"onnxruntime-gpu's TensorRT provider: {trt_provider}"
+    assert _majors(bindings, "libnvinfer") == {trt_major}, f"tensorrt {trt_version}: {bindings}"
+    assert _majors(trt_provider, "libcudnn") == {_major(resolution["nvidia-cudnn-cu13"]["version"])}
+    assert _major(resolution["tensorrt-cu13-libs"]["version"]) == trt_major

@@ -17,7 +17,9 @@ filesystems, dropped capabilities, `podman healthcheck run` and `podman stop` (S
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import subprocess
 import time
 import uuid
@@ -27,13 +29,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-__all__ = ["PODMAN", "Container", "NetworkNamespace", "build_image", "image_config", "image_size", "podman_limits",
-           "remove_image", "run_checked", "unique_name"]
+__all__ = ["PODMAN", "Container", "NetworkNamespace", "build_ca_volumes", "build_image", "image_config",
+           "podman_limits", "remove_image", "require_container_tools", "run_checked", "unique_name"]
 
 PODMAN = ["podman", "--runtime", "runc"]
 _CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _BUILD_CA = "/etc/ssl/certs/labelserve-build-ca.crt"
+
+
+def require_container_tools(*extra: str) -> None:
+    """Fail with what to do when this is not root or a tool is missing (the image tests need both)."""
+    if os.geteuid() != 0:
+        pytest.fail("the image tests build and run containers as root with buildah and podman; run them as root, or "
+                    "leave them out with -m 'not image'")
+    missing = [tool for tool in ("buildah", "podman", "runc", "debootstrap", *extra) if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: `make test` installs them (Debian packages)")
 
 
 def unique_name(prefix: str) -> str:
@@ -58,6 +71,16 @@ def podman_limits() -> list[str]:
     return ["--ulimit", f"nofile={open_files}:{open_files}", "--ulimit", f"nproc={processes}:{processes}"]
 
 
+def build_ca_volumes(scratch: Path) -> list[str]:
+    """`--volume` flags for a build: this machine's CA bundle (a TLS-intercepting proxy's, where there is one) and a
+    pip.conf in `scratch` that points pip at it, bound over /etc/pip.conf for the build's RUN steps only."""
+    if not _CA_BUNDLE.exists():
+        return []
+    pip_conf = scratch / "pip.conf"
+    pip_conf.write_text(f"[global]\ncert = {_BUILD_CA}\n", encoding="utf-8")
+    return ["--volume", f"{_CA_BUNDLE}:{_BUILD_CA}:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro"]
+
+
 def build_image(context: Path, target: str, tag: str, build_args: dict[str, str], log_path: Path,
                 timeout_s: float = 1800) -> float:
     """Build `target` of `context`/Dockerfile as `tag`; the seconds it took. The build log goes to `log_path`."""
@@ -65,10 +88,7 @@ def build_image(context: Path, target: str, tag: str, build_args: dict[str, str]
                "--tag", tag]
     for key, value in build_args.items():
         command += ["--build-arg", f"{key}={value}"]
-    if _CA_BUNDLE.exists():  # this machine's CA (a TLS-intercepting proxy's, where there is one) for pip in the build
-        pip_conf = log_path.with_name("pip.conf")
-        pip_conf.write_text(f"[global]\ncert = {_BUILD_CA}\n", encoding="utf-8")
-        command += ["--volume", f"{_CA_BUNDLE}:{_BUILD_CA}:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro"]
+    command += build_ca_volumes(log_path.parent)
     started = time.monotonic()
     with log_path.open("w", encoding="utf-8") as log:
         result = subprocess.run([*command, str(context)], stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
@@ -82,11 +102,6 @@ def image_config(tag: str) -> dict[str, Any]:
     (info,) = json.loads(run_checked(["podman", "image", "inspect", tag]))
     return {**info["Config"], "Healthcheck": info.get("Healthcheck") or info["Config"].get("Healthcheck"),
             "Size": info["Size"]}
-
-
-def image_size(tag: str) -> int:
-    """Bytes of the image, as podman counts them (all layers)."""
-    return int(image_config(tag)["Size"])
 
 
 def remove_image(tag: str) -> None:

@@ -25,7 +25,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from containers import PODMAN, NetworkNamespace, podman_limits, remove_image, run_checked, unique_name
+from containers import (
+    PODMAN,
+    NetworkNamespace,
+    build_ca_volumes,
+    podman_limits,
+    remove_image,
+    require_container_tools,
+    run_checked,
+    unique_name,
+)
 from standin import ensure_standin_prometheus_image, ensure_standin_python_image
 
 pytestmark = pytest.mark.image
@@ -35,7 +44,6 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8
 TOLERANCE = 1e-5
 Reference = Callable[[bytes], dict[str, float]]
 Images = list[tuple[str, bytes]]
-_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 @dataclass
@@ -83,6 +91,7 @@ def _fill_models_volume(project: str, model_repository: Path) -> None:
 
 @pytest.fixture(scope="module")
 def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_container_tools("podman-compose", "nsenter", "ip", "prometheus")
     base, _ = ensure_standin_python_image()
     prometheus = ensure_standin_prometheus_image()
     tmp = tmp_path_factory.mktemp("compose")
@@ -90,11 +99,7 @@ def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     tag = f"localhost/{project}-labelserve:cpu"
     override = tmp / "override.yml"
     override.write_text(yaml.safe_dump(_override(tag, base, prometheus)), encoding="utf-8")
-    build_args = ["--isolation", "chroot", "--format", "docker"]
-    if _CA_BUNDLE.exists():  # this machine's CA for pip in the build, as tests/deploy/containers.py does
-        (tmp / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/labelserve-build-ca.crt\n", encoding="utf-8")
-        build_args += ["--volume", f"{_CA_BUNDLE}:/etc/ssl/certs/labelserve-build-ca.crt:ro",
-                       "--volume", f"{tmp / 'pip.conf'}:/etc/pip.conf:ro"]
+    build_args = ["--isolation", "chroot", "--format", "docker", *build_ca_volumes(tmp)]
     command = ["podman-compose", "--project-name", project, "--file", str(ROOT / "docker-compose.yml"),
                "--file", str(override), "--podman-args", shlex.join(PODMAN[1:]),
                "--podman-run-args", shlex.join(podman_limits()), "--podman-build-args", shlex.join(build_args)]

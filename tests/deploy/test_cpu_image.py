@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from containers import Container, build_image, image_config, remove_image, unique_name
+from containers import Container, build_image, image_config, remove_image, require_container_tools, unique_name
 from prometheus_client.parser import text_string_to_metric_families
 from standin import ensure_standin_python_image
 
@@ -53,6 +53,7 @@ class BuiltImage:
 @pytest.fixture(scope="module")
 def cpu_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
     """`--target cpu` of this checkout's Dockerfile on the stand-in base; untagged afterwards (layers stay cached)."""
+    require_container_tools()
     base, base_build_s = ensure_standin_python_image()
     tag = f"localhost/{unique_name('labelserve-test')}:cpu"
     log = tmp_path_factory.mktemp("cpu-image") / "build.log"

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-__all__ = ["PODMAN", "Container", "NetworkNamespace", "build_ca_volumes", "build_image", "image_config",
+__all__ = ["PODMAN", "BuiltImage", "Container", "NetworkNamespace", "build_ca_volumes", "build_image", "image_config",
            "podman_limits", "remove_image", "require_container_tools", "run_checked", "unique_name"]
 
 PODMAN = ["podman", "--runtime", "runc"]
@@ -95,6 +95,16 @@ def build_image(context: Path, target: str, tag: str, build_args: dict[str, str]
                                 check=False)
     assert result.returncode == 0, f"buildah bud --target {target} failed:\n{log_path.read_text()[-6000:]}"
     return time.monotonic() - started
+
+
+@dataclass
+class BuiltImage:
+    """An image built for the tests."""
+
+    tag: str  # its ID: a concurrent run may move a tag, never an ID
+    base: str
+    build_s: float
+    base_build_s: float  # 0.0 when the base came from the cache
 
 
 def image_config(tag: str) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 own (so its published ports 8000 and 9090 cannot clash with anything on this host).
 
 What runs is the compose file as written, plus an override that only swaps images: the labelserve service is built by
-compose from this checkout (`up --build`) on the stand-in Python base, and Prometheus is a stand-in image around
-Debian's prometheus 2.42 (prom/prometheus cannot be pulled here); both get the compose file's own command,
-environment, volumes, ports, read-only root, tmpfs and capabilities. Grafana cannot run here: grafana/grafana is on
-Docker Hub only and no registry this project reaches packages Grafana, so its test checks what podman-compose would
-start it with (`--dry-run`): the provisioning and dashboards mounted where its environment points. Marked `image`.
+compose from this checkout (`podman-compose build`, on this host's network, since the build needs PyPI) on the
+stand-in Python base, and Prometheus is a stand-in image around Debian's prometheus 2.42 (prom/prometheus cannot be
+pulled here); both get the compose file's own command, environment, volumes, ports, read-only root, tmpfs and
+capabilities. Grafana cannot run here: grafana/grafana is on Docker Hub only and no registry this project reaches
+packages Grafana, so its test checks what podman-compose would start it with (`--dry-run`): the provisioning and
+dashboards mounted where its environment points. Marked `image`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 import yaml
 from containers import (
     PODMAN,
+    BuiltImage,
     NetworkNamespace,
     build_ca_volumes,
     podman_limits,
@@ -35,7 +37,7 @@ from containers import (
     run_checked,
     unique_name,
 )
-from standin import ensure_standin_prometheus_image, ensure_standin_python_image
+from standin import ensure_standin_prometheus_image
 
 pytestmark = pytest.mark.image
 
@@ -57,8 +59,11 @@ class Stack:
         return f"http://{self.namespace.address}:{port}"
 
     def compose(self, *args: str, timeout_s: float = 900, env: dict[str, str] | None = None,
-                ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*self.namespace.enter(), *self.command, *args], capture_output=True, text=True,
+                inside: bool = True) -> subprocess.CompletedProcess[str]:
+        """podman-compose with `args`, in the stack's network namespace (`inside=False`: on this host's network, which
+        a build needs to reach PyPI). podman-compose 1.0.3 exits 0 even when a podman command fails: check results."""
+        prefix = self.namespace.enter() if inside else []
+        result = subprocess.run([*prefix, *self.command, *args], capture_output=True, text=True,
                                 timeout=timeout_s, check=False, cwd=ROOT, env=env)
         with self.log.open("a", encoding="utf-8") as log:
             log.write(f"$ podman-compose {' '.join(args)}\n{result.stdout}\n{result.stderr}\n")
@@ -90,9 +95,11 @@ def _fill_models_volume(project: str, model_repository: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(cpu_image: BuiltImage, model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack, up. It asks for `cpu_image` first so that compose's own build of the same Dockerfile finds every
+    layer cached."""
     require_container_tools("podman-compose", "nsenter", "ip", "prometheus")
-    base, _ = ensure_standin_python_image()
+    base = cpu_image.base
     prometheus = ensure_standin_prometheus_image()
     tmp = tmp_path_factory.mktemp("compose")
     project = unique_name("lstest").replace("-", "")
@@ -107,8 +114,11 @@ def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     stack = Stack(namespace=namespace, project=project, command=command, log=tmp / "compose.log")
     try:
         _fill_models_volume(project, model_repository)
-        up = stack.compose("up", "--detach", "--build", "labelserve", "prometheus")
-        assert up.returncode == 0, f"podman-compose up failed:\n{stack.log.read_text()[-6000:]}"
+        stack.compose("build", "labelserve", inside=False)  # compose's own build, from this checkout
+        _assert_compose_did(["podman", "image", "exists", tag], "build the labelserve image", stack)
+        stack.compose("up", "--detach", "--no-build", "labelserve", "prometheus")
+        for service in ("labelserve", "prometheus"):
+            _assert_compose_did(["podman", "container", "exists", stack.container(service)], f"start {service}", stack)
         _wait_for(lambda: _status(f"{stack.url(8000)}/readyz") == 200, 180,
                   lambda: run_checked(["podman", "logs", stack.container("labelserve")]))
         yield stack
@@ -121,6 +131,11 @@ def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
                        timeout=120, check=False)
         namespace.delete()
         remove_image(tag)
+
+
+def _assert_compose_did(check: list[str], what: str, stack: Stack) -> None:
+    if subprocess.run(check, capture_output=True, timeout=60, check=False).returncode != 0:
+        raise AssertionError(f"podman-compose did not {what}:\n{stack.log.read_text()[-6000:]}")
 
 
 def _status(url: str) -> int | None:

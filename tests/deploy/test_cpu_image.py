@@ -17,16 +17,14 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from containers import Container, build_image, image_config, require_container_tools, run_checked
+from containers import BuiltImage, Container, image_config
 from prometheus_client.parser import text_string_to_metric_families
-from standin import ensure_standin_python_image
 
 from bench.lean_http import multipart_request
 from labelserve.bundle import Bundle
@@ -37,32 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("labelserve", "service", "training", "export")
 TOLERANCE = 1e-5
 MAX_ADDED_MB = 250  # what the cpu target may add to its base image
-CACHE_TAG = "localhost/labelserve-test/cpu:latest"
 Reference = Callable[[bytes], dict[str, float]]
 Images = list[tuple[str, bytes]]
 _log = logging.getLogger(__name__)
-
-
-@dataclass
-class BuiltImage:
-    tag: str  # the image ID
-    base: str
-    build_s: float
-    base_build_s: float
-
-
-@pytest.fixture(scope="module")
-def cpu_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    """`--target cpu` of this checkout's Dockerfile on the stand-in base. The tag stays as the build cache of the next
-    run (removing it would drop its layers); the tests use the image's ID, which a concurrent run cannot move."""
-    require_container_tools()
-    base, base_build_s = ensure_standin_python_image()
-    log = tmp_path_factory.mktemp("cpu-image") / "build.log"
-    build_s = build_image(ROOT, "cpu", CACHE_TAG, {"PYTHON_IMAGE": base}, log)
-    image_id = run_checked(["podman", "image", "inspect", "--format", "{{.Id}}", CACHE_TAG]).strip()
-    _log.info("cpu image built in %.0f s (stand-in base: %s)", build_s,
-              f"built in {base_build_s:.0f} s" if base_build_s else "cached")
-    return BuiltImage(tag=image_id, base=base, build_s=build_s, base_build_s=base_build_s)
 
 
 def _compose_hardening() -> list[str]:

@@ -12,9 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from labelserve.bundle import MANIFEST_FILENAME, list_versions, load_bundle
+from labelserve.image import open_rgb
 from labelserve.preprocess import PreprocessSpec, preprocess
 
 __all__ = ["Prediction", "predict_file", "render_prediction"]
@@ -64,8 +65,7 @@ def _from_checkpoint(path: Path, image: Image.Image) -> Prediction:
 
 def predict_file(model_path: Path, image_path: Path) -> tuple[Image.Image, Prediction]:
     """Decode `image_path` (EXIF-rotated, RGB) and score it with a checkpoint file or a bundle folder."""
-    with Image.open(image_path) as raw:
-        image = ImageOps.exif_transpose(raw).convert("RGB")
+    image = open_rgb(image_path)
     predict = _from_bundle if model_path.is_dir() else _from_checkpoint
     return image, predict(model_path, image)
 

@@ -26,8 +26,8 @@ import tritonclient.http as triton
 from containers import BuiltImage, Container, image_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.lean_http import multipart_request
 from labelserve.bundle import Bundle
+from labelserve.loadgen import multipart_request
 
 pytestmark = pytest.mark.image
 
@@ -191,3 +191,12 @@ def test_stop_drains_accepted_requests_and_exits_zero(cpu_image: BuiltImage, mod
         assert response.status_code == 200, response.text
         got, expected = _probabilities(response.json()["results"][0]), reference(data)
         assert max(abs(got[name] - expected[name]) for name in expected) <= TOLERANCE
+
+
+def test_the_page_and_its_files_come_from_the_image(container: Container) -> None:
+    """The page at / is package data (service/static/): served from what the image installed."""
+    page = httpx.get(f"{container.url}/", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"], page.text[:500]
+    for name in ("app.js", "style.css"):
+        asset = httpx.get(f"{container.url}/ui/{name}", timeout=30)
+        assert asset.status_code == 200 and asset.content == (ROOT / "service" / "static" / name).read_bytes(), name

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from labelserve.preprocess import PreprocessSpec
+from labelserve.preprocess import PreprocessSpec, normalise
 from training.checkpoint import load_checkpoint
 from training.config import OptimConfig, TrainConfig, load_config
-from training.data.transforms import cutout, train_transform
+from training.data.transforms import cutout, eval_transform, train_transform
 from training.models import create_model
 from training.optim import SAM, ModelEma, build_scheduler, parameter_groups
 from training.train import run_training
@@ -129,6 +129,21 @@ def test_cutout_hole_is_a_fraction_of_the_image() -> None:
     assert 400 <= changed <= 40 * 40  # up to a 40x40 square, clipped by the border; never 1-2 px
     transform = train_transform(PreprocessSpec(height=32, width=32), randaugment=True, cutout_fraction=0.5)
     assert transform(Image.new("RGB", (50, 40), (200, 10, 10))).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("policy", ["squash", "center_crop"])
+def test_unaugmented_training_input_equals_the_evaluation_input(sample_photos: list[Image.Image],
+                                                                 policy: str) -> None:
+    """One resize in training: a centre crop is 0.875 of the image there too, not 0.875 ** 2."""
+    spec = PreprocessSpec(height=48, width=48, resize=policy)
+    photo = sample_photos[0]  # 640x427: the crop and the squash both change the picture
+    trained_on = train_transform(spec, hflip=False)(photo)
+    np.testing.assert_array_equal(trained_on.numpy(), eval_transform(spec)(photo).numpy())
+
+
+def test_normalise_refuses_an_image_of_the_wrong_size() -> None:
+    with pytest.raises(ValueError, match="resize it first"):
+        normalise(Image.new("RGB", (40, 32)), PreprocessSpec(height=32, width=32))
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """Image -> tensor transforms for training and evaluation.
 
 Evaluation is exactly `labelserve.preprocess` (the spec that ships in the bundle), so the metrics measured here are
-the metrics the service delivers. Training adds augmentation on top, as the references do: squash resize, random
-horizontal flip, optional RandAugment and Cutout.
+the metrics the service delivers. Training resizes the same way, once, and adds augmentation on top, as the
+references do: random horizontal flip, optional RandAugment and Cutout.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 from torchvision.transforms import RandAugment
 
-from labelserve.preprocess import PreprocessSpec, preprocess, resize
+from labelserve.preprocess import PreprocessSpec, normalise, preprocess, resize
 
 __all__ = ["Transform", "cutout", "eval_transform", "train_transform"]
 
@@ -49,9 +49,11 @@ def cutout(image: Image.Image, fraction: float) -> Image.Image:
 def train_transform(
     spec: PreprocessSpec, hflip: bool = True, randaugment: bool = False, cutout_fraction: float = 0.0
 ) -> Transform:
-    """Squash resize to the spec's size, then flip / Cutout (p 0.5) / RandAugment(2, 9), then normalise.
+    """The spec's resize (squash or centre crop), then flip / Cutout (p 0.5) / RandAugment(2, 9), then normalise.
 
-    Randomness comes from torch's generator, which the DataLoader seeds differently in every worker.
+    The image is resized once, exactly as evaluation and the service resize it, so without augmentation a training
+    input equals the evaluation input. Randomness comes from torch's generator, which the DataLoader seeds
+    differently in every worker.
     """
     augment = RandAugment(num_ops=2, magnitude=9) if randaugment else None
 
@@ -63,6 +65,6 @@ def train_transform(
             image = cutout(image, cutout_fraction)
         if augment is not None:
             image = augment(image)
-        return torch.from_numpy(preprocess(image, spec))
+        return torch.from_numpy(normalise(image, spec))
 
     return apply

@@ -11,8 +11,8 @@ from training.models import linear as _linear  # noqa: F401  (registers "linear"
 from training.models import mldecoder as _mldecoder  # noqa: F401  (registers "mldecoder")
 from training.models import query2label as _query2label  # noqa: F401  (registers "query2label")
 from training.models.backbone import Backbone
-from training.models.gcn import label_adjacency
 from training.models.base import ModelOutput, MultiLabelModel
+from training.models.gcn import label_adjacency
 from training.models.registry import get_head, list_heads
 from training.models.statistics import LabelStatistics
 
@@ -53,6 +53,7 @@ def create_model(
     head_module = head_cls(body.channels, num_classes, **(head_kwargs or {}), **extra)
     config = {
         "head": head, "backbone": backbone, "num_classes": num_classes, "feature_index": feature_index,
-        "backbone_kwargs": dict(backbone_kwargs or {}), "head_kwargs": dict(getattr(head_module, "init_kwargs", head_kwargs or {})),
+        "backbone_kwargs": dict(backbone_kwargs or {}),
+        "head_kwargs": dict(getattr(head_module, "init_kwargs", head_kwargs or {})),
     }
     return MultiLabelModel(body, head_module, config)

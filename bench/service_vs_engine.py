@@ -73,6 +73,14 @@ def measure_in_process(repository: Path, model: str, batches: list[int], seconds
     return results
 
 
+def _server_kind(name: str, settings: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """What `bench.servers.serve` starts for a server name, and its settings: "labelserve-unbatched" is labelserve
+    with a max batch size of 1 (what batching gains)."""
+    if name == "labelserve-unbatched":
+        return "labelserve", {**settings, "max_batch_size": "1"}
+    return name, settings if name.startswith("labelserve") else {}
+
+
 def measure_servers(repository: Path, model: str, servers: list[str], concurrencies: list[int], seconds: float,
                     rounds: int, payloads: list[bytes], settings: dict[str, str]) -> dict[str, list[list[dict]]]:
     """Server -> rounds -> levels. Round r starts with server r (mod the count), so no server always goes first."""
@@ -81,7 +89,8 @@ def measure_servers(repository: Path, model: str, servers: list[str], concurrenc
         order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
         for name in order:
             print(f"  round {round_index + 1}/{rounds}: {name} at concurrency {concurrencies} ...", flush=True)
-            with serve(name, repository, model, **(settings if name.startswith("labelserve") else {})) as server:
+            kind, own_settings = _server_kind(name, settings)
+            with serve(kind, repository, model, **own_settings) as server:
                 levels = [run_level(server.url, c, seconds, payloads, None, server_pid=server.pid)
                           for c in concurrencies]
             results[name].append(levels)
@@ -220,7 +229,8 @@ def main() -> None:
                         help="model repository (the benchmark models are built into it when missing)")
     parser.add_argument("--models", nargs="+", default=["demo", ENGINE_BOUND_MODEL])
     parser.add_argument("--servers", nargs="+", default=list(SERVERS),
-                        help="baseline, labelserve, and labelserve@<commit> for the service as it was at a commit")
+                        help="baseline, labelserve, labelserve-unbatched (max batch 1), and labelserve@<commit> for "
+                             "the service as it was at a commit")
     parser.add_argument("--batch", type=int, default=16, help="engine batch size = the service's max batch size")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per figure")

@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-images test-gpu-image lint demo bench-engine bench-load bench-service clean
+.PHONY: serve test test-images test-gpu-image screenshot lint demo bench-engine bench-load bench-service clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ test-images: $(TOOLS_STAMP)
 # which only NVIDIA's index serves, and run on the CPU.
 test-gpu-image: $(TOOLS_STAMP)
 	LABELSERVE_TEST_GPU_IMAGE=1 $(BIN)/pytest tests/deploy/test_gpu_image.py $(PYTEST_ARGS)
+
+# The README's picture of the page (docs/page.png), retaken by its e2e test; a plain test run leaves the file alone.
+screenshot: $(TOOLS_STAMP)
+	LABELSERVE_UPDATE_SCREENSHOT=1 $(BIN)/pytest tests/e2e/test_page_e2e.py -k labels_equal $(PYTEST_ARGS)
 
 bench-engine: demo
 	$(BIN)/python -m bench.engine --repository $(REPOSITORY) --model demo

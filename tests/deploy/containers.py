@@ -31,10 +31,17 @@ from typing import Any
 import httpx
 import pytest
 
-__all__ = ["PODMAN", "BuiltImage", "Container", "NetworkNamespace", "build_ca_volumes", "build_image", "image_config",
-           "podman_limits", "remove_image", "require_container_tools", "run_checked", "unique_name"]
+__all__ = [
+    "IMAGE_TEST_TIMEOUT_S", "PODMAN", "BuiltImage", "Container", "NetworkNamespace", "build_ca_volumes",
+    "build_image", "image_config", "podman_limits", "remove_image", "require_container_tools", "run_checked",
+    "unique_name",
+]
 
 PODMAN = ["podman", "--runtime", "runc"]
+# pytest-timeout counts a test's fixture setup: on a cold cache the first image test builds the stand-in base (about
+# 3.5 min), the cpu image (about 3 min) and, in a run of the image tests alone, the tiny model; on two shared cores
+# that passed the suite's 600 s default.
+IMAGE_TEST_TIMEOUT_S = 1800
 _CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _BUILD_CA = "/etc/ssl/certs/labelserve-build-ca.crt"
 

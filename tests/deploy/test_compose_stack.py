@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 from containers import (
+    IMAGE_TEST_TIMEOUT_S,
     PODMAN,
     BuiltImage,
     NetworkNamespace,
@@ -39,7 +40,7 @@ from containers import (
 )
 from standin import ensure_standin_prometheus_image
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.timeout(IMAGE_TEST_TIMEOUT_S)]
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))

@@ -23,13 +23,13 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from containers import BuiltImage, Container, image_config
+from containers import IMAGE_TEST_TIMEOUT_S, BuiltImage, Container, image_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from labelserve.bundle import Bundle
 from labelserve.loadgen import multipart_request
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.timeout(IMAGE_TEST_TIMEOUT_S)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("labelserve", "service", "training", "export")

@@ -13,6 +13,7 @@ dashboards mounted where its environment points. Marked `image`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -47,6 +48,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8
 TOLERANCE = 1e-5
 Reference = Callable[[bytes], dict[str, float]]
 Images = list[tuple[str, bytes]]
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,7 +103,9 @@ def stack(cpu_image: BuiltImage, model_repository: Path, tmp_path_factory: pytes
     layer cached."""
     require_container_tools("podman-compose", "nsenter", "ip", "prometheus")
     base = cpu_image.base
+    started = time.monotonic()
     prometheus = ensure_standin_prometheus_image()
+    prometheus_s = time.monotonic() - started
     tmp = tmp_path_factory.mktemp("compose")
     project = unique_name("lstest").replace("-", "")
     tag = f"localhost/{project}-labelserve:cpu"
@@ -115,13 +119,17 @@ def stack(cpu_image: BuiltImage, model_repository: Path, tmp_path_factory: pytes
     stack = Stack(namespace=namespace, project=project, command=command, log=tmp / "compose.log")
     try:
         _fill_models_volume(project, model_repository)
+        started = time.monotonic()
         stack.compose("build", "labelserve", inside=False)  # compose's own build, from this checkout
+        build_s = time.monotonic() - started
         _assert_compose_did(["podman", "image", "exists", tag], "build the labelserve image", stack)
         stack.compose("up", "--detach", "--no-build", "labelserve", "prometheus")
         for service in ("labelserve", "prometheus"):
             _assert_compose_did(["podman", "container", "exists", stack.container(service)], f"start {service}", stack)
         _wait_for(lambda: _status(f"{stack.url(8000)}/readyz") == 200, 180,
                   lambda: run_checked(["podman", "logs", stack.container("labelserve")]))
+        _log.info("compose stack: prometheus stand-in %.0f s, compose build %.0f s, up until ready %.0f s",
+                  prometheus_s, build_s, time.monotonic() - started - build_s)
         yield stack
     finally:
         stack.compose("down", "--volumes", timeout_s=300)

@@ -190,7 +190,7 @@ def _majors(libraries: set[str], stem: str) -> set[int]:
 def test_the_libraries_onnxruntime_and_tensorrt_load_are_of_the_resolved_majors(
         resolution: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     if shutil.which("readelf") is None:
-        pytest.fail("readelf (binutils) is needed to read the wheels' shared-library dependencies")
+        pytest.fail("readelf is missing: `make test` installs it (Debian package `binutils`)")
     wheels = tmp_path / "wheels"
     platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
     trt_version = _pin("tensorrt-cu13")

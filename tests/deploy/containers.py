@@ -122,8 +122,9 @@ def image_config(tag: str) -> dict[str, Any]:
 
 
 def remove_image(tag: str) -> None:
-    """Untag the image; its layers stay in the build cache."""
-    subprocess.run(["podman", "rmi", "--force", tag], capture_output=True, timeout=120, check=False)
+    """Untag the image; its layers stay in the build cache. Untagging the 6.6 GB gpu image took over 2 minutes on a
+    loaded machine, hence the long timeout."""
+    subprocess.run(["podman", "rmi", "--force", tag], capture_output=True, timeout=600, check=False)
 
 
 @dataclass

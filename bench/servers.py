@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,9 +23,10 @@ import httpx
 
 from labelserve.bundle import list_versions
 from labelserve.loadgen import process_tree_cpu_s
-from labelserve.local_server import start_server
+from labelserve.local_server import share_priority, start_server
+from service.model_config import MODEL_CONFIG_FILENAME
 
-__all__ = ["RunningServer", "process_tree_cpu_s", "serve"]
+__all__ = ["RunningServer", "process_tree_cpu_s", "serve", "tuned_config"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +41,25 @@ class RunningServer:
     log_path: Path
 
 
-def _single_model_repository(repository: Path, model: str, into: Path) -> Path:
-    """A repository holding only `model` (a link to it), so a server loads and warms nothing else."""
-    (into / model).symlink_to((repository / model).resolve(), target_is_directory=True)
+def _single_model_repository(repository: Path, model: str, into: Path, with_config: bool = False) -> Path:
+    """A repository holding only `model` (links to its versions), so a server loads and warms nothing else; the
+    model's config.json (per-model settings, e.g. written by `labelserve tune`) only `with_config`, so that the
+    service's defaults are measured as defaults."""
+    source = (repository / model).resolve()
+    (into / model).mkdir()
+    for item in source.iterdir():
+        if item.name != MODEL_CONFIG_FILENAME or with_config:
+            (into / model / item.name).symlink_to(item)
     return into
+
+
+def tuned_config(repository: Path, model: str) -> dict[str, object]:
+    """The model's config.json, which "labelserve-tuned" serves with; an error saying how to make it if missing."""
+    path = repository / model / MODEL_CONFIG_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `labelserve tune --repository {repository} --model "
+                                f"{model}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @contextmanager
@@ -57,6 +74,7 @@ def _process(command: list[str], cwd: Path, env: dict[str, str], log_path: Path,
             time.sleep(0.2)
             match = _LISTENING.search(log_path.read_text(errors="replace"))
             if match and _answers(match.group(1) + ready_path):
+                share_priority(process.pid)
                 yield RunningServer(url=match.group(1), pid=process.pid, log_path=log_path)
                 return
         raise RuntimeError(f"{' '.join(command)} did not start:\n{log_path.read_text(errors='replace')}")
@@ -98,22 +116,48 @@ def _worktree(commit: str, path: Path) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(_REPO_ROOT), "worktree", "remove", "--force", str(path)], check=True)
 
 
+_PREPROCESS_FIELDS = ("import json, sys; from labelserve.preprocess import PreprocessSpec; "
+                      "json.dump(sorted(PreprocessSpec.model_fields), sys.stdout)")
+
+
+def _repository_for_checkout(checkout: Path, repository: Path, model: str, into: Path) -> Path:
+    """A repository holding `model` as a service at `checkout` can load it: manifests whose `input` carries keys
+    that the checkout's preprocessing spec does not know (added since, e.g. `jpeg_dct_scaling`) are rewritten
+    without them, and the weights are linked. The older service then runs the same network the way it could: a
+    decode-side key it lacks is work it did not know how to save, which is what a before/after figure should show."""
+    fields = subprocess.run([sys.executable, "-c", _PREPROCESS_FIELDS], cwd=checkout, check=True, text=True,
+                            capture_output=True, env={**os.environ, "PYTHONPATH": str(checkout)})
+    known = set(json.loads(fields.stdout))
+    target = into / "repository" / model
+    for bundle in sorted(p for p in (repository / model).resolve().iterdir() if p.is_dir()):
+        copy = target / bundle.name
+        copy.mkdir(parents=True)
+        for item in bundle.iterdir():
+            if item.name != "manifest.json":
+                (copy / item.name).symlink_to(item.resolve())
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["input"] = {k: v for k, v in manifest["input"].items() if k in known}
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    return target.parent
+
+
 @contextmanager
 def _labelserve_checkout(checkout: Path, repository: Path, model: str, log_dir: Path,
                          **settings: str) -> Iterator[RunningServer]:
     """`python -m service` from another checkout of the project (an earlier commit), for before/after figures."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELSERVE_")}
     env.update({"PYTHONPATH": str(checkout), "LABELSERVE_PORT": "0", "LABELSERVE_REPOSITORY_POLL_S": "0",
-                "LABELSERVE_MODEL_REPOSITORY": str(_single_model_repository(repository, model, log_dir)),
+                "LABELSERVE_MODEL_REPOSITORY": str(_repository_for_checkout(checkout, repository, model, log_dir)),
                 **{f"LABELSERVE_{k.upper()}": v for k, v in settings.items()}})
     with _process([sys.executable, "-m", "service"], checkout, env, log_dir / "server.log", "/readyz") as server:
         yield server
 
 
 @contextmanager
-def _labelserve(repository: Path, model: str, log_dir: Path, **settings: str) -> Iterator[RunningServer]:
-    server = start_server(_single_model_repository(repository, model, log_dir), log_dir, repository_poll_s="0",
-                          **settings)
+def _labelserve(repository: Path, model: str, log_dir: Path, with_config: bool = False,
+                **settings: str) -> Iterator[RunningServer]:
+    server = start_server(_single_model_repository(repository, model, log_dir, with_config), log_dir,
+                          repository_poll_s="0", **settings)
     with server:
         yield RunningServer(url=server.url, pid=server.process.pid, log_path=server.log_path)
         server.stop()
@@ -122,18 +166,22 @@ def _labelserve(repository: Path, model: str, log_dir: Path, **settings: str) ->
 @contextmanager
 def serve(kind: str, repository: Path, model: str, **settings: str) -> Iterator[RunningServer]:
     """Start server `kind` on `model` alone: "baseline", "labelserve" (this checkout, with `LABELSERVE_*`
-    `settings`), or "labelserve@<commit>" (the service as it was at that commit, same settings, run from a temporary
-    git worktree with this environment). It is stopped (SIGTERM, drained) when the block ends."""
+    `settings`), "labelserve-tuned" (the same with the model's config.json, which overrides them), or
+    "labelserve@<commit>" (the service as it was at that commit, same settings, run from a temporary git worktree
+    with this environment). It is stopped (SIGTERM, drained) when the block ends."""
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         if kind == "baseline":
             with _baseline(repository, model, Path(tmp)) as server:
                 yield server
-        elif kind == "labelserve":
-            with _labelserve(repository, model, Path(tmp), **settings) as server:
+        elif kind in ("labelserve", "labelserve-tuned"):
+            if kind == "labelserve-tuned":
+                tuned_config(repository, model)
+            with _labelserve(repository, model, Path(tmp), kind == "labelserve-tuned", **settings) as server:
                 yield server
         elif kind.startswith("labelserve@"):
             with _worktree(kind.partition("@")[2], Path(tmp) / "checkout") as checkout, \
                     _labelserve_checkout(checkout, repository, model, Path(tmp), **settings) as server:
                 yield server
         else:
-            raise ValueError(f"unknown server kind {kind!r}; use baseline, labelserve or labelserve@<commit>")
+            raise ValueError(f"unknown server kind {kind!r}; use baseline, labelserve, labelserve-tuned or "
+                             "labelserve@<commit>")

@@ -30,7 +30,7 @@ from bench._common import format_table, write_results
 from bench.engine import bench_batch, open_session, session_runner, time_engine
 from bench.images import jpeg_payloads, photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
-from bench.servers import serve
+from bench.servers import serve, tuned_config
 from labelserve.bundle import list_versions, load_bundle
 from labelserve.loadgen import run_level
 
@@ -158,6 +158,11 @@ def _targets(model: str, in_process: dict[int, dict[str, Any]], medians: dict[st
             targets.append({"target": "labelserve c=1 p50 - (engine + decode) b=1 p50 (ms)", "goal": "<= 2",
                             "value": ours[1]["p50_ms"] - engine_ms - decode_ms, "threshold": 2.0,
                             "lower_is_better": True})
+    tuned = {level["concurrency"]: level for level in medians.get("labelserve-tuned", [])}
+    if model != ENGINE_BOUND_MODEL and top in tuned:
+        targets.append({"target": f"labelserve-tuned c={top} / pipeline batch {batch}", "goal": ">= 0.9",
+                        "value": tuned[top]["images_per_s"] / in_process[batch]["pipeline_images_per_s"],
+                        "threshold": 0.9})
     for name, levels in medians.items():  # an earlier commit's service measured in the same run
         if name.startswith("labelserve@") and top in {level["concurrency"] for level in levels}:
             before = next(level for level in levels if level["concurrency"] == top)
@@ -217,6 +222,8 @@ def bench_model(repository: Path, model: str, args: argparse.Namespace) -> dict[
                 "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
                 "in_process": {str(k): v for k, v in in_process.items()}, "servers": rounds, "medians": medians,
                 "rows": rows, "targets": targets}
+    if "labelserve-tuned" in args.servers:
+        document["tuned_config"] = tuned_config(repository, model)
     out = args.out_dir / f"serving-{model}.json" if args.out_dir else None
     path = write_results(f"serving-{model}", document, out)
     print(f"\nwrote {path}\n", flush=True)
@@ -229,8 +236,9 @@ def main() -> None:
                         help="model repository (the benchmark models are built into it when missing)")
     parser.add_argument("--models", nargs="+", default=["demo", ENGINE_BOUND_MODEL])
     parser.add_argument("--servers", nargs="+", default=list(SERVERS),
-                        help="baseline, labelserve, labelserve-unbatched (max batch 1), and labelserve@<commit> for "
-                             "the service as it was at a commit")
+                        help="baseline, labelserve (its defaults), labelserve-unbatched (max batch 1), "
+                             "labelserve-tuned (with the model's config.json from `labelserve tune`), and "
+                             "labelserve@<commit> for the service as it was at a commit")
     parser.add_argument("--batch", type=int, default=16, help="engine batch size = the service's max batch size")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per figure")

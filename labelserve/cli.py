@@ -107,7 +107,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         logger.warning("no --images given: measuring with stand-in JPEGs of twice the input size; real images "
                        "measure decoding as your clients will cost it")
     result = tune(repository, model, payloads, sorted(args.concurrency), args.latency_budget_ms, args.budget_s,
-                  args.seconds, knobs=args.knobs or KNOBS)
+                  args.seconds, knobs=args.knobs or KNOBS, confirm=args.confirm)
     sys.stdout.write(format_trials(result, sorted(args.concurrency)) + "\n")
     if not result.feasible:
         logger.error("no setting kept p99 within %.0f ms (the closest: %.0f ms); config.json left as it is: raise "
@@ -225,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
                                                           "intra_op_spinning", "max_queue_delay_ms", "engine"],
                           help="which settings to search, in order (default: all)")
     tune_cmd.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+    tune_cmd.add_argument("--no-confirm", dest="confirm", action="store_false",
+                          help="adopt a faster setting on one trial, without measuring it and the best again")
     tune_cmd.set_defaults(func=_cmd_tune)
 
     predict = commands.add_parser("predict", help="label images with a running server; print a table per image")

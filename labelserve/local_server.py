@@ -24,7 +24,7 @@ from typing import Literal
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["ServerProcess", "start_server"]
+__all__ = ["ServerProcess", "share_priority", "start_server"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
 _WORKERS = re.compile(r"running on http://[0-9.]+:\d+ with (\d+) workers")
@@ -125,6 +125,18 @@ def _listening_url(log_path: Path) -> str | None:
     return None
 
 
+def share_priority(pid: int) -> None:
+    """Give a server started in a session of its own the caller's scheduling priority. With the kernel's autogroup
+    scheduling a session's CPU share is set per session, so a measurement run at a raised priority (`echo -10 >
+    /proc/self/autogroup` in its shell, as `labelserve tune` or a benchmark on a shared machine may be) must pass it
+    on, or its server would compete with the rest of the machine at the default while its load client does not."""
+    try:
+        nice = Path("/proc/self/autogroup").read_text().split()[-1]
+        Path(f"/proc/{pid}/autogroup").write_text(nice)
+    except (OSError, IndexError):
+        pass  # no autogroup scheduling here, or no permission: the server keeps the default
+
+
 def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0, ready_path: str = "/readyz",
                  entry: Entry = "service", arguments: Sequence[str] = (), **settings: str) -> ServerProcess:
     """Start the service on `repository` and return once `ready_path` answers 200 (with `workers`: once every worker
@@ -145,6 +157,7 @@ def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120
         process = subprocess.Popen([sys.executable, *_COMMANDS[entry], *arguments], cwd=_REPO_ROOT, stdout=log_file,
                                    stderr=subprocess.STDOUT, env=_environment(repository, settings),
                                    start_new_session=True)
+    share_priority(process.pid)
     deadline = time.monotonic() + startup_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

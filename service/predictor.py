@@ -122,19 +122,16 @@ class Predictor:
 
         The image is announced to the batcher while it decodes, so batches forming meanwhile wait for it.
         """
-        loop = asyncio.get_running_loop()
         with model.batcher.incoming():
             spec = model.manifest.input
-            array, size = await loop.run_in_executor(model.decode_pool, _prepare, upload, spec, self._limits,
-                                                     self._jpeg_for(spec))
+            array, size = await model.decode_pool.run(_prepare, upload, spec, self._limits, self._jpeg_for(spec))
             pending = model.batcher.submit(array, attention=attention)
         return await pending, size
 
     async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
         outputs, size = await self._outputs(model, upload, options.attention)
         if options.encodes_png:  # PNG encoding: a worker thread's job
-            prediction = await asyncio.get_running_loop().run_in_executor(model.decode_pool, postprocess, outputs,
-                                                                          model.manifest, size, options)
+            prediction = await model.decode_pool.run(postprocess, outputs, model.manifest, size, options)
         else:  # a sigmoid and a sort of C values: cheaper here than a round trip through the pool
             prediction = postprocess(outputs, model.manifest, size, options)
         return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)

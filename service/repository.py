@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from labelserve.bundle import (
 from service.batching import DynamicBatcher
 from service.engines import Engine, EngineLoadError, create_engine
 from service.errors import ModelNotFoundError, NotReadyError
+from service.loop_pool import LoopThreadPool
 from service.model_config import ModelConfig, ModelConfigError, load_model_config
 from service.observability import Metrics
 from service.settings import Settings
@@ -51,7 +51,7 @@ class ServedModel:
     requests hold it right now."""
 
     def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher,
-                 decode_pool: ThreadPoolExecutor) -> None:
+                 decode_pool: LoopThreadPool) -> None:
         self.bundle = bundle
         self.engine = engine
         self.batcher = batcher
@@ -316,8 +316,8 @@ class ModelRepository:
             name=f"{manifest.name}-v{manifest.version}",
         )
         batcher.start()
-        decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads or self._settings.decode_threads,
-                                         thread_name_prefix=f"decode-{manifest.name}-v{manifest.version}")
+        decode_pool = LoopThreadPool(config.decode_threads or self._settings.decode_threads,
+                                     name=f"decode-{manifest.name}-v{manifest.version}")
         self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher,
                                                                                    decode_pool)
         self._metrics.set_model_info(manifest.name, manifest.version, engine.info.name, engine.info.provider)
@@ -341,7 +341,7 @@ class ModelRepository:
             logger.warning("%s v%d still had requests after %.1f s; stopping it anyway", served.name, served.version,
                            timeout)
         await served.batcher.stop(timeout)
-        served.decode_pool.shutdown(wait=False, cancel_futures=True)
+        served.decode_pool.shutdown()
         logger.info("unloaded %s v%d", served.name, served.version)
 
     async def stop(self, timeout_s: float) -> None:
@@ -350,4 +350,4 @@ class ModelRepository:
         self._models = {}
         await asyncio.gather(*(model.batcher.stop(timeout_s) for model in models), *self._unloading)
         for model in models:
-            model.decode_pool.shutdown(wait=False, cancel_futures=True)
+            model.decode_pool.shutdown()

@@ -16,7 +16,7 @@ from labelserve.cli import main
 from service.observability import Metrics
 from service.repository import ModelRepository
 from service.settings import Settings
-from service.tune import Trial, _better, candidate_values, write_config
+from service.tune import Trial, _better, candidate_values, tune, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def test_tune_writes_a_config_the_service_then_uses(model_repository: Path, tmp_
         await loaded.load_all()
         model = loaded.get("tiny")
         try:
-            return model.batcher.max_batch_size, model.decode_pool._max_workers
+            return model.batcher.max_batch_size, model.decode_pool.max_workers
         finally:
             await loaded.stop(5.0)
 
@@ -91,3 +91,41 @@ def test_write_config_refuses_invalid_settings_and_writes_nothing(tmp_path: Path
     with pytest.raises(ValueError, match="decode_threads"):
         write_config(tmp_path, {"decode_threads": 0})
     assert not (tmp_path / "config.json").exists()
+
+
+def _scripted_runs(monkeypatch: pytest.MonkeyPatch, throughputs: dict[float, list[float]]) -> list[float]:
+    """Replace the measurement (a real server under load, whose noise cannot be ordered) by a script: each trial of
+    queue delay d reads the next figure of throughputs[d]. Returns the delays in the order they were measured."""
+    order: list[float] = []
+
+    def run(bundle, settings, payloads, concurrencies, seconds, work) -> Trial:
+        delay = settings["max_queue_delay_ms"]
+        order.append(delay)
+        return Trial(settings=dict(settings), levels=[{"ok": 10, "images_per_s": throughputs[delay].pop(0),
+                                                       "latency": {"p99_ms": 10.0},
+                                                       "server_cpu_s_per_image": 0.005}])
+
+    monkeypatch.setattr("service.tune._run_trial", run)
+    return order
+
+
+def test_a_lucky_trial_is_measured_again_and_refuted(model_repository: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the default (5 ms) measures 100; 2 ms seems 20 % faster once, but measured again beside the default it is not
+    order = _scripted_runs(monkeypatch, {5.0: [100, 118], 0.0: [90], 2.0: [120, 110], 10.0: [95]})
+    result = tune(model_repository, "tiny", [b""], [4], None, budget_s=60, knobs=["max_queue_delay_ms"],
+                  progress=lambda *_: None)
+    assert order == [5.0, 0.0, 2.0, 5.0, 2.0, 10.0]
+    assert result.best.settings["max_queue_delay_ms"] == 5.0
+    assert [trial.role for trial in result.trials] == ["", "", "", "again", "again", ""]
+
+
+def test_a_win_that_holds_is_kept_and_without_confirm_one_trial_decides(model_repository: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _scripted_runs(monkeypatch, {5.0: [100, 101], 0.0: [90], 2.0: [120, 119], 10.0: [95]})
+    confirmed = tune(model_repository, "tiny", [b""], [4], None, budget_s=60, knobs=["max_queue_delay_ms"],
+                     progress=lambda *_: None)
+    assert confirmed.best.settings["max_queue_delay_ms"] == 2.0 and confirmed.best.role == "again"
+    order = _scripted_runs(monkeypatch, {5.0: [100], 0.0: [90], 2.0: [120], 10.0: [95]})
+    single = tune(model_repository, "tiny", [b""], [4], None, budget_s=60, knobs=["max_queue_delay_ms"],
+                  progress=lambda *_: None, confirm=False)
+    assert order == [5.0, 0.0, 2.0, 10.0] and single.best.settings["max_queue_delay_ms"] == 2.0

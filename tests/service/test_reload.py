@@ -152,10 +152,10 @@ def test_engine_threads_spinning_and_decode_threads_from_config_json(model_repos
         options = tuned.engine.session_options  # type: ignore[attr-defined]
         assert options.intra_op_num_threads == 1
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
-        assert tuned.decode_pool._max_workers == 3
+        assert tuned.decode_pool.max_workers == 3
         other = repository.get("other")
         assert other.engine.info.name == "torch"  # the per-model engine beats the service's onnxruntime
-        assert other.decode_pool._max_workers == Settings(model_repository=root).decode_threads
+        assert other.decode_pool.max_workers == Settings(model_repository=root).decode_threads
 
     _run(tmp_path, scenario)
 

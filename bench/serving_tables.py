@@ -1,0 +1,95 @@
+"""README tables of the serving benchmarks (bench.service_vs_engine, bench.overload, bench.attention), rendered
+from their committed JSON by `bench.readme_tables`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.readme_tables import register_table
+
+__all__: list[str] = []
+
+_IN_PROCESS = (("raw_engine", "raw onnxruntime session (its defaults: threads spin)"),
+               ("engine", "engine as the service runs it"),
+               ("pipeline", "in-process pipeline (decode + preprocess + engine as served)"))
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return "–" if value != value else f"{value:,.{digits}f}"  # NaN -> dash
+
+
+def _serving(document: dict[str, Any]) -> str:
+    """One model's run: every path's figures, then the targets as measured."""
+    batch = document["batch"]
+    in_process = {int(size): result for size, result in document["in_process"].items()}
+    ceiling = in_process[batch].get("raw_engine_images_per_s", in_process[batch]["engine_images_per_s"])
+    lines = ["| path | images/s | p50 ms | p99 ms | server CPU ms/img | mean batch | x raw batch "
+             f"{batch} |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for size in sorted(in_process):
+        for kind, label in _IN_PROCESS:
+            if f"{kind}_images_per_s" not in in_process[size]:
+                continue
+            result = in_process[size]
+            rate = result[f"{kind}_images_per_s"]
+            lines.append(f"| {label}, batch {size} | {_number(rate)} | {_number(result[f'{kind}_latency']['p50_ms'])}"
+                         f" | {_number(result[f'{kind}_latency']['p99_ms'])} | "
+                         f"{_number(result[f'{kind}_cpu_s_per_image'] * 1000, 2)} | {size} | "
+                         f"{_number(rate / ceiling, 2)} |")
+    names = {"baseline": "30-line FastAPI baseline (bench/baseline_server.py)", "labelserve": "labelserve /predict",
+             "labelserve-unbatched": "labelserve /predict, max batch 1",
+             "labelserve-tuned": "labelserve /predict, settings from `labelserve tune`"}
+    for server, levels in document["medians"].items():
+        for level in levels:
+            low, high = level["images_per_s_range"]
+            name = names.get(server, server.replace("labelserve@", "labelserve as of commit "))
+            lines.append(f"| {name}, {level['concurrency']} clients | "
+                         f"{_number(level['images_per_s'])} ({_number(low)}–{_number(high)}) | "
+                         f"{_number(level['p50_ms'])} | {_number(level['p99_ms'])} | "
+                         f"{_number(level['server_cpu_s_per_image'] * 1000, 2)} | {_number(level['mean_batch_size'])}"
+                         f" | {_number(level['images_per_s'] / ceiling, 2)} |")
+    lines += ["", "| target | goal | measured | met |", "|---|---|---:|---|"]
+    lines += [f"| {t['target']} | {t['goal']} | {_number(t['value'], 2)} | {'yes' if t['met'] else '**no**'} |"
+              for t in document["targets"]]
+    if "tuned_config" in document:
+        settings = ", ".join(f"`{key}` {value}" for key, value in document["tuned_config"].items())
+        lines += ["", f"`labelserve tune` chose (config.json): {settings}."]
+    lines += ["", f"Medians of {document['rounds']} rounds ({document['seconds']:g} s per figure; servers alternated, "
+                  f"ranges in brackets); {document['machine']['cpu_count']} CPU cores, {document['created_at'][:16]} "
+                  "UTC."]
+    return "\n".join(lines)
+
+
+@register_table("serving-demo", "bench/results/serving-demo.json")
+def _serving_demo(documents: list[dict[str, Any]]) -> str:
+    return _serving(documents[0])
+
+
+@register_table("serving-resnet18-q2l", "bench/results/serving-resnet18-q2l.json")
+def _serving_engine_bound(documents: list[dict[str, Any]]) -> str:
+    return _serving(documents[0])
+
+
+@register_table("overload-demo", "bench/results/overload-demo.json")
+def _overload(documents: list[dict[str, Any]]) -> str:
+    document = documents[0]
+    statuses = ", ".join(f"{count} × {status}" for status, count in sorted(document["statuses"].items()))
+    lines = [f"{document['clients']} closed-loop clients, LABELSERVE_MAX_QUEUE_SIZE={document['queue']}, "
+             f"LABELSERVE_REQUEST_TIMEOUT_S={document['timeout_s']:g}, {document['seconds']:g} s measured after "
+             f"{document['warmup_s']:g} s: {statuses}; goodput {_number(document['goodput'])} answers/s against "
+             f"{_number(document['reference']['images_per_s'])} images/s at 32 clients.", "",
+             "| target | goal | measured | met |", "|---|---|---:|---|"]
+    lines += [f"| {t['target']} | {t['goal']} | {_number(t['value'], 2)} | {'yes' if t['met'] else '**no**'} |"
+              for t in document["targets"]]
+    return "\n".join(lines)
+
+
+@register_table("attention-demo", "bench/results/attention-demo.json")
+def _attention(documents: list[dict[str, Any]]) -> str:
+    document = documents[0]
+    lines = ["| image | /predict | p50 ms | p99 ms | response bytes | maps |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {row['image']} | {row['variant']} | {_number(row['latency']['p50_ms'])} | "
+              f"{_number(row['latency']['p99_ms'])} | {row['response_bytes']:,} | {row['maps']} |"
+              for row in document["rows"]]
+    lines += ["", f"One client on a kept-alive connection, {document['seconds']:g} s per row, model "
+                  f"`{document['model']}`, {document['created_at'][:16]} UTC."]
+    return "\n".join(lines)

@@ -1,24 +1,31 @@
 # syntax=docker/dockerfile:1.7
 # labelserve images. Two targets:
 #   cpu  slim Python, onnxruntime (CPU), the serve extra only: no torch        docker build --target cpu -t labelserve:cpu .
-#   gpu  CUDA runtime, onnxruntime-gpu with the CUDA and TensorRT providers,
-#        TensorRT, and the export extra + torch so `labelserve export` runs     docker build --target gpu -t labelserve:gpu .
-# The model repository is a volume at /models; the service runs as an unprivileged user on port 8000.
+#   gpu  onnxruntime-gpu (CUDA and TensorRT providers), TensorRT, torch and
+#        the export extra so `labelserve export` runs; CUDA 13 from PyPI        docker build --target gpu -t labelserve:gpu .
+# The model repository is a volume at /models; the service runs as UID 10001 on port 8000.
+#
+# Dependencies are installed in layers of their own, from the lists that docker/requirements.py reads out of
+# pyproject.toml, before the source is copied: editing the code rebuilds only the small layer that installs it.
+# pip reaches PyPI during the build. Behind a TLS-intercepting proxy, give it the proxy's CA at build time without
+# editing this file: bind a pip.conf (`[global] cert = <the CA file>`) over /etc/pip.conf, e.g. with buildah's
+# `--volume`. tests/deploy/test_cpu_image.py builds and runs the cpu target that way.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
-# ---- wheels: the project and its serving dependencies, built once -------------------------------------------------
+# ---- wheels: the serve extra's dependencies, then the project, as wheels --------------------------------------------
 FROM ${PYTHON_IMAGE} AS wheels
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# dependency metadata first, so source edits do not invalidate the dependency layer
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt docker/requirements.py ./
+RUN python requirements.py serve > requirements.txt \
+    && pip wheel --wheel-dir /wheels/deps --constraint constraints.txt --requirement requirements.txt
+COPY README.md ./
 COPY labelserve/ labelserve/
 COPY service/ service/
 COPY training/ training/
 COPY export/ export/
-RUN pip wheel --wheel-dir /wheels --constraint constraints.txt ".[serve]"
+RUN pip wheel --no-deps --wheel-dir /wheels/project .
 
 # ---- cpu: the service on onnxruntime CPU ----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu
@@ -27,8 +34,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 RUN groupadd --system --gid 10001 labelserve \
     && useradd --system --uid 10001 --gid labelserve --no-create-home --shell /usr/sbin/nologin labelserve \
     && mkdir /models && chown labelserve:labelserve /models
-RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels "labelserve[serve]==0.1.0"
+# the requirements list is copied (not only mounted) so that a changed list invalidates the cached install below
+COPY --from=wheels /src/requirements.txt /tmp/requirements.txt
+RUN --mount=type=bind,from=wheels,source=/wheels/deps,target=/wheels \
+    pip install --no-index --find-links /wheels --requirement /tmp/requirements.txt
+COPY --from=wheels /wheels/project/ /tmp/project/
+RUN pip install --no-index --find-links /tmp/project "labelserve[serve]==0.1.0" \
+    && pip check \
+    && rm -rf /tmp/project /tmp/requirements.txt
 USER 10001:10001
 WORKDIR /home/labelserve
 VOLUME ["/models"]
@@ -38,28 +51,38 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "service"]
 
-# ---- gpu: CUDA + TensorRT providers, and the exporter ---------------------------------------------------------------
-FROM ${CUDA_IMAGE} AS gpu
-ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+# ---- gpu: onnxruntime-gpu, TensorRT and torch on one CUDA major ----------------------------------------------------
+# One CUDA major, 13, for everything that links CUDA (docker/gpu-requirements.txt): torch 2.14.1's Linux wheels are
+# CUDA 13.0 builds (cuda-toolkit 13.0.3, cudnn-cu13, nccl-cu13), so cuda-bindings is 13.x; onnxruntime-gpu is CUDA 13
+# on PyPI from 1.27; TensorRT is tensorrt-cu13 10.x, the major that onnxruntime-gpu's TensorRT provider links
+# (libnvinfer.so.10). A CUDA 12 onnxruntime-gpu or tensorrt-cu12 next to torch would put two CUDA runtimes in one
+# process, and a TensorRT the provider cannot load. The CUDA libraries are NVIDIA's PyPI wheels (nvidia-*) that those
+# packages pull, so the base is plain Python, not a CUDA image; the NVIDIA container toolkit adds the driver (libcuda)
+# at run time. LD_LIBRARY_PATH lets onnxruntime's CUDA and TensorRT providers find the wheels' libraries without
+# importing torch first.
+# TensorRT's libraries (tensorrt-cu13-libs) are served by NVIDIA's index only. Where it cannot be reached, build with
+# --build-arg NVIDIA_PIP_INDEX= --build-arg GPU_WITHOUT=tensorrt-cu13: onnxruntime then logs that its TensorRT provider
+# cannot load libnvinfer.so.10 and falls back to CUDA, or to the CPU without a GPU; /models shows the provider in use.
+FROM ${PYTHON_IMAGE} AS gpu
+ARG NVIDIA_PIP_INDEX=https://pypi.nvidia.com
+ARG GPU_WITHOUT=""
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+    LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cu13/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib:/opt/venv/lib/python3.11/site-packages/tensorrt_libs \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000 \
     LABELSERVE_EXECUTION_PROVIDERS=tensorrt,cuda,cpu
-RUN apt-get update \
-    && apt-get install --yes --no-install-recommends python3.12=3.12.3-* python3.12-venv=3.12.3-* \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3.12 -m venv /opt/venv \
+RUN python -m venv /opt/venv \
     && groupadd --system --gid 10001 labelserve \
     && useradd --system --uid 10001 --gid labelserve --no-create-home --shell /usr/sbin/nologin labelserve \
     && mkdir /models && chown labelserve:labelserve /models
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY labelserve/ labelserve/
-COPY service/ service/
-COPY training/ training/
-COPY export/ export/
-RUN pip install --constraint constraints.txt ".[serve,export,train,gpu]" \
-        "onnxruntime-gpu==1.23.2" "tensorrt-cu12==10.13.3.9" "cuda-bindings==13.5.0" \
-    && pip uninstall --yes onnxruntime
+COPY pyproject.toml constraints.txt docker/requirements.py docker/gpu-requirements.txt ./
+RUN python requirements.py serve export train gpu --without "onnxruntime,$GPU_WITHOUT" --add gpu-requirements.txt \
+        > requirements.txt \
+    && PIP_EXTRA_INDEX_URL="$NVIDIA_PIP_INDEX" pip install --constraint constraints.txt --requirement requirements.txt
+COPY --from=wheels /wheels/project/ /tmp/project/
+RUN pip install --no-deps /tmp/project/labelserve-*.whl && rm -rf /tmp/project
 USER 10001:10001
 WORKDIR /home/labelserve
 VOLUME ["/models"]

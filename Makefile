@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint demo bench-engine bench-load bench-service clean
+.PHONY: serve test test-images test-gpu-image screenshot lint demo bench-engine bench-load bench-service clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev]'
 	touch $(STAMP)
 
-# Tools the tests run for real: promtool and prometheus for the deploy tests, headless Chromium and its driver for the
-# page at / (Debian packages; Selenium comes with the dev extra, hadolint too). Re-checked when this file changes.
+# Debian packages the tests run for real: promtool and prometheus for the deploy tests; headless Chromium and its
+# driver for the page at / (Selenium comes with the dev extra, hadolint too); buildah, podman (run with runc),
+# podman-compose and debootstrap build and run the images (CNI's dnsname plugin lets compose services find each other
+# by name; iproute2 gives the compose test its own network namespace); binutils' readelf reads which libraries the gpu
+# image's wheels link. Re-checked when this file changes.
+DEBIAN_TOOLS := prometheus chromium chromium-driver buildah podman runc podman-compose debootstrap \
+	golang-github-containernetworking-plugin-dnsname iproute2 binutils
 $(TOOLS_STAMP): $(STAMP) Makefile
-	command -v promtool >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq --no-install-recommends prometheus \
-		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
-	{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
-		|| $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver \
-		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+	dpkg -s $(DEBIAN_TOOLS) >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_TOOLS) \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_TOOLS); }
 	touch $(TOOLS_STAMP)
 
 $(HELM_STAMP):
@@ -49,6 +51,19 @@ lint: $(STAMP)
 
 test: lint $(TOOLS_STAMP) $(HELM_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Only the tests that build and run the images (marked `image`; root, as buildah and podman run here).
+test-images: $(TOOLS_STAMP)
+	$(BIN)/pytest -m image $(PYTEST_ARGS)
+
+# The gpu image too (6.6 GB, about 10 minutes cold; not part of `make test`), built without TensorRT's libraries,
+# which only NVIDIA's index serves, and run on the CPU.
+test-gpu-image: $(TOOLS_STAMP)
+	LABELSERVE_TEST_GPU_IMAGE=1 $(BIN)/pytest tests/deploy/test_gpu_image.py $(PYTEST_ARGS)
+
+# The README's picture of the page (docs/page.png), retaken by its e2e test; a plain test run leaves the file alone.
+screenshot: $(TOOLS_STAMP)
+	LABELSERVE_UPDATE_SCREENSHOT=1 $(BIN)/pytest tests/e2e/test_page_e2e.py -k labels_equal $(PYTEST_ARGS)
 
 bench-engine: demo
 	$(BIN)/python -m bench.engine --repository $(REPOSITORY) --model demo

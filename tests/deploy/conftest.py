@@ -1,7 +1,9 @@
-"""Deploy-test fixtures: the real tools (promtool, prometheus) and a real Prometheus server on a free port."""
+"""Deploy-test fixtures: the real tools (promtool, prometheus), a real Prometheus server on a free port, and the cpu
+image built from this checkout."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -9,7 +11,27 @@ from pathlib import Path
 
 import httpx
 import pytest
+from containers import BuiltImage, build_image, require_container_tools, run_checked
 from deploy_tools import free_port, tool
+from standin import ensure_standin_python_image
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU_IMAGE_TAG = "localhost/labelserve-test/cpu:latest"
+_log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="session")
+def cpu_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """`--target cpu` of this checkout's Dockerfile on the stand-in base, built once per session. The tag stays as the
+    next run's build cache (untagging would drop its layers); tests use the image's ID."""
+    require_container_tools()
+    base, base_build_s = ensure_standin_python_image()
+    log = tmp_path_factory.mktemp("cpu-image") / "build.log"
+    build_s = build_image(ROOT, "cpu", CPU_IMAGE_TAG, {"PYTHON_IMAGE": base}, log)
+    image_id = run_checked(["podman", "image", "inspect", "--format", "{{.Id}}", CPU_IMAGE_TAG]).strip()
+    _log.info("cpu image built in %.0f s (stand-in base: %s)", build_s,
+              f"built in {base_build_s:.0f} s" if base_build_s else "cached")
+    return BuiltImage(tag=image_id, base=base, build_s=build_s, base_build_s=base_build_s)
 
 
 @pytest.fixture

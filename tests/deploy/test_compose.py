@@ -6,6 +6,7 @@ points at, the GPU override reserves a GPU, and export is a one-shot profile wri
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,19 @@ def test_the_gpu_override_reserves_a_gpu_for_the_gpu_image() -> None:
     (device,) = override["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert "cuda" in override["environment"]["LABELSERVE_EXECUTION_PROVIDERS"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_a_plain_up_needs_no_variable(name: str) -> None:
+    """Compose interpolates every service before it picks those to run, so a required `${VAR:?}` anywhere (even in
+    the export profile) would stop `docker compose up` itself; required inputs are checked when their service runs."""
+    text = json.dumps(_load(name))  # the values, not the comments
+    required = re.findall(r"(?<!\$)\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]*\}", text)
+    assert not required, f"{name} requires {required} for every command"
+
+
+def test_export_checks_its_paths_when_it_runs() -> None:
+    export = _load("docker-compose.yml")["services"]["export"]
+    assert {"CHECKPOINT", "PARITY_IMAGES", "MODEL_NAME"} <= set(export["environment"])
+    script = export["entrypoint"][-1]
+    assert 'test -n "$$CHECKPOINT"' in script and "exit 2" in script and "exec labelserve export" in script

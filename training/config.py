@@ -89,6 +89,8 @@ class OptimConfig:
     epochs: int = 80
     schedule: Literal["onecycle", "cosine"] = "onecycle"
     pct_start: float = 0.2  # onecycle warm-up share
+    onecycle_div_factor: float = 25.0  # onecycle starts at lr / this (torch's default; deep-object-reid 100)
+    onecycle_final_div_factor: float = 1e4  # and ends at its start / this (torch's default; deep-object-reid 1000)
     warmup_epochs: float = 0.0  # cosine: linear warm-up
     grad_clip_norm: float | None = None
     ema_decay: float | None = None  # e.g. 0.9997 (Q2L/ASL); the EMA weights are evaluated and kept beside the raw

@@ -1,19 +1,24 @@
 """Every seed method side by side on the synthetic benchmark: same backbone, image size, epochs and seed per task.
 
-    python -m bench.accuracy --preset cpu      # this 2-core machine, well under 30 minutes
-    python -m bench.accuracy --preset gpu      # a CUDA machine: more data, larger images, a real ResNet
-    python -m bench.accuracy --preset smoke    # a minute: checks the harness, numbers mean nothing
+    python -m bench.accuracy --preset cpu          # this 2-core machine, from scratch, well under 30 minutes
+    python -m bench.accuracy --preset pretrained   # this 2-core machine, ImageNet EfficientNet-Lite0, < 45 minutes
+    python -m bench.accuracy --preset gpu          # a CUDA machine: more data, larger images, a real ResNet
+    python -m bench.accuracy --preset smoke        # a minute: checks the harness, numbers mean nothing
 
-Trains and evaluates each row, then prints mAP / CF1 / OF1 / mA / pointing game / parameters / inference images per
-second, and writes JSON (bench/results/accuracy-<preset>-*.json). Rows: linear+BCE, linear+ASL, query2label+ASL,
-mldecoder+ASL, mldecoder+AAM, gcn+AAM on `objects`; linear+BCE and label2label+BCE on `attributes` (with the
-label2label attribute-query network's own mA beside it).
+Trains and evaluates each row, exports it to ONNX, then prints mAP / CF1 / OF1 / mA / pointing game / parameters /
+inference images per second, and writes JSON (bench/results/accuracy-<preset>-*.json). Rows: linear+BCE,
+linear+ASL, query2label+ASL, mldecoder+ASL, mldecoder+AAM, gcn+ASL, gcn+AAM on `objects`; linear+BCE and
+label2label+BCE on `attributes` (with the label2label attribute-query network's own mA beside it). The AAM rows
+train with the paper's recipe (configs/aam_*.yaml) and the others with one shared AdamW recipe. The pointing game
+is measured on what `/predict` returns: the exported model's attention, upsampled as the service does
+(bench/pointing.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import Any
 import torch
 
 from bench._common import RESULTS_DIR, format_table, write_results
+from bench.pointing import served_pointing_game
 from labelserve.torch_device import resolve_torch_device
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.config import load_config
@@ -30,6 +36,10 @@ from training.train import run_training
 logger = logging.getLogger("bench.accuracy")
 
 CACHE = Path(".cache") / "bench"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+_IMAGENET = ("data.mean=[0.485,0.456,0.406]", "data.std=[0.229,0.224,0.225]")
+_TF_LITE = ("data.mean=[0.5,0.5,0.5]", "data.std=[0.5,0.5,0.5]")  # what the EfficientNet-Lite0 weights expect
+_SHARED_OPTIM = ("optim.lr=2e-3", "optim.weight_decay=1e-4")  # every row without a recipe of its own
 
 
 @dataclass(frozen=True)
@@ -48,23 +58,36 @@ class Preset:
 
 PRESETS = {
     "smoke": Preset(objects=(64, 32, 64), attributes=(64, 32, 64, 32), backbone="test_resnet",
-                    backbone_overrides=("model.feature_index=-2",), epochs=1, batch_size=16, workers=0, width=32),
+                    backbone_overrides=("model.feature_index=-2", *_IMAGENET), epochs=1, batch_size=16, workers=0,
+                    width=32),
     "cpu": Preset(objects=(2000, 500, 96), attributes=(2000, 500, 96, 48), backbone="test_resnet",
-                  backbone_overrides=("model.feature_index=-2",), epochs=6, batch_size=32, workers=0, width=128),
+                  backbone_overrides=("model.feature_index=-2", *_IMAGENET), epochs=6, batch_size=32, workers=0,
+                  width=128),
+    # ImageNet-pretrained EfficientNet-Lite0 (the pretrained extra's packaged weights where the hub is unreachable),
+    # its stride-16 stage (112 channels, 6x6 maps at 96 px); half the cpu preset's training images, so the nine rows
+    # fit in 45 minutes on 2 cores
+    "pretrained": Preset(objects=(1000, 500, 96), attributes=(1000, 500, 96, 48), backbone="tf_efficientnet_lite0",
+                         backbone_overrides=("model.feature_index=-2", "model.pretrained=true", *_TF_LITE), epochs=6,
+                         batch_size=32, workers=0, width=128),
     "gpu": Preset(objects=(12000, 2000, 192), attributes=(12000, 2000, 192, 96), backbone="resnet18",
-                  backbone_overrides=(), epochs=12, batch_size=64, workers=8, width=256),
+                  backbone_overrides=_IMAGENET, epochs=12, batch_size=64, workers=8, width=256),
 }
 
 
 @dataclass(frozen=True)
 class Row:
-    """One method: head + loss on a task."""
+    """One method: head + loss on a task, trained with a recipe (a configs/*.yaml) or the shared AdamW one.
+
+    `overrides` come last (ablations vary one setting of a row this way).
+    """
 
     name: str
     task: str
     head: str
     loss: str
     head_kwargs: dict[str, Any] = field(default_factory=dict)
+    recipe: str | None = None
+    overrides: tuple[str, ...] = ()
 
 
 def rows(width: int) -> list[Row]:
@@ -76,8 +99,11 @@ def rows(width: int) -> list[Row]:
         Row("query2label+ASL", "objects", "query2label", "asl",
             {"hidden_dim": width, "keep_input_proj": True, "ffn_dim": 2 * width}),
         Row("mldecoder+ASL", "objects", "mldecoder", "asl", decoder),
-        Row("mldecoder+AAM", "objects", "mldecoder", "aam", {**decoder, "cosine": True}),
-        Row("gcn+AAM", "objects", "gcn", "aam"),
+        Row("mldecoder+AAM", "objects", "mldecoder", "aam", {**decoder, "cosine": True, "scale": 23.0,
+                                                             "token_activation": "leaky_relu"},
+            recipe="aam_mldecoder.yaml"),
+        Row("gcn+ASL", "objects", "gcn", "asl"),
+        Row("gcn+AAM", "objects", "gcn", "aam", {"scale": 17.0}, recipe="aam_gcn.yaml"),
         Row("linear+BCE", "attributes", "linear", "bce"),
         Row("label2label+BCE", "attributes", "label2label", "bce", {"hidden_dim": width, "ffn_dim": 2 * width}),
     ]
@@ -126,25 +152,47 @@ def _inference_speed(checkpoint: Path, side: int, device: torch.device, batch: i
     return batch * runs / (time.perf_counter() - started)
 
 
-def run_row(row: Row, preset: Preset, out: Path) -> dict[str, Any]:
-    """Train one method and collect its numbers."""
+def row_overrides(row: Row, preset: Preset, out: Path) -> tuple[Path | None, list[str]]:
+    """The row's recipe file (or None) and the `key=value` overrides that put it on the preset's data and backbone."""
     fmt, data_overrides = (_objects_data if row.task == "objects" else _attributes_data)(preset)
-    config = load_config(None, [
+    recipe = CONFIGS / row.recipe if row.recipe else None
+    return recipe, [
         f"task={row.task}", f"data.format={fmt}", *data_overrides, f"data.batch_size={preset.batch_size}",
         f"data.workers={preset.workers}", f"model.backbone={preset.backbone}", *preset.backbone_overrides,
         f"model.head={row.head}", f"model.head_kwargs={row.head_kwargs or {}}", f"loss.name={row.loss}",
-        "optim.lr=2e-3", "optim.weight_decay=1e-4", f"optim.epochs={preset.epochs}", "seed=0", "tensorboard=false",
-        f"output_dir={out / (row.task + '-' + row.name.replace('+', '-'))}",
-    ])
+        *(() if recipe else _SHARED_OPTIM), f"optim.epochs={preset.epochs}", "seed=0", "tensorboard=false",
+        f"output_dir={out / (row.task + '-' + re.sub(r'[^A-Za-z0-9.]+', '-', row.name).strip('-'))}", *row.overrides,
+    ]
+
+
+def _served_pointing(checkpoint: Path, config_data: Any, out: Path) -> float | None:
+    """Export the checkpoint and score the served attention (bench/pointing.py) on the val split."""
+    from export.repository import export_bundle
+
+    if config_data.format != "coco":
+        return None
+    annotations = Path(config_data.val_annotations)
+    bundle, _ = export_bundle(checkpoint, out / "repository", "model",
+                              parity_images=[annotations.parent.parent / "images" / "val"])
+    return served_pointing_game(bundle, annotations)["pointing_game"]
+
+
+def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -> dict[str, Any]:
+    """Train one method and collect its numbers (`served_pointing`: export it and score its served attention)."""
+    recipe, overrides = row_overrides(row, preset, out)
+    config = load_config(recipe, overrides)
     started = time.perf_counter()
     result = run_training(config, show_progress=False)
     train_seconds = time.perf_counter() - started
     metrics = result.best_metrics
     model = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
     return {
-        "method": row.name, "task": row.task, "mAP": metrics.get("mAP"), "CF1": metrics.get("CF1"),
+        "method": row.name, "task": row.task, "recipe": row.recipe, "overrides": list(row.overrides),
+        "mAP": metrics.get("mAP"), "CF1": metrics.get("CF1"),
         "OF1": metrics.get("OF1"), "mA": metrics.get("mA"), "aux_mA": metrics.get("aux_mA"),
-        "pointing_game": metrics.get("pointing_game"),
+        "pointing_game_raw": metrics.get("pointing_game"),
+        "pointing_game": (_served_pointing(result.best_checkpoint, config.data, Path(config.output_dir))
+                          if served_pointing else None),
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "images_per_s": _inference_speed(result.best_checkpoint, config.data.image_size,
                                           resolve_torch_device(config.device)),
@@ -183,6 +231,7 @@ def main() -> None:
     selected = [r for r in rows(preset.width) if (not args.only or r.name in args.only)
                 and (not args.task or r.task == args.task)]
     out = args.out or RESULTS_DIR / f"accuracy-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    started = time.perf_counter()
     for index, row in enumerate(selected, start=1):
         logger.info("[%d/%d] %s on %s", index, len(selected), row.name, row.task)
         results.append(run_row(row, preset, runs))
@@ -190,7 +239,8 @@ def main() -> None:
                     results[-1]["train_seconds"])
         # rewritten after every row, so a run cut short still leaves what it measured
         write_results(f"accuracy-{args.preset}", {"preset": args.preset, "preset_config": preset.__dict__,
-                                                  "device": _device_name(), "rows": results}, out)
+                                                  "device": _device_name(), "rows": results,
+                                                  "wall_seconds": time.perf_counter() - started}, out)
     print()
     print(_table(results))
     print(f"\nwrote {out}")

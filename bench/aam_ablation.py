@@ -1,0 +1,102 @@
+"""Why does AAM trail ASL here? One setting changed at a time, on the accuracy presets' data and backbones.
+
+    python -m bench.aam_ablation --preset pretrained     # ML-Decoder and GCN on the pretrained EfficientNet-Lite0
+    python -m bench.aam_ablation --preset cpu            # the same on the from-scratch test_resnet
+
+Each variant is a bench/accuracy.py row with overrides: the AAM recipe of the paper (configs/aam_*.yaml: SGD +
+SAM, summed loss, s 23/17, m 0, k 0.7), then the learning rate (the summed loss makes the step size depend on
+batch x labels), the reduction, the scale s, the head's initialisation and optimiser, against the same head with
+ASL and the AdamW recipe. Prints a table and writes JSON (bench/results/aam-ablation-<preset>-*.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._common import RESULTS_DIR, format_table, write_results
+from bench.accuracy import CACHE, PRESETS, Row, rows, run_row
+
+logger = logging.getLogger("bench.aam_ablation")
+
+# the bench's AAM rows before this study: AdamW 2e-3, the loss class defaults (m 0.35, k 0.8), ReLU tokens
+_BEFORE = ("optim.optimizer=adamw", "optim.lr=2e-3", "optim.weight_decay=1e-4", "optim.no_decay_bias_norm=false",
+           "optim.sam_rho=null", "optim.ema_decay=null", "optim.onecycle_div_factor=25",
+           "optim.onecycle_final_div_factor=10000", "loss.kwargs={margin: 0.35, k: 0.8, reduction: batchmean}")
+_ADAMW = ("optim.optimizer=adamw", "optim.lr=2e-3", "optim.weight_decay=1e-4")
+
+
+def variants(width: int) -> list[tuple[str, Row]]:
+    """(what changed, row) pairs: the ASL baseline first, then AAM variants, for ML-Decoder and GCN."""
+    by_name = {row.name: row for row in rows(width) if row.task == "objects"}
+    out: list[tuple[str, Row]] = []
+    for head in ("mldecoder", "gcn"):
+        asl, aam = by_name[f"{head}+ASL"], by_name[f"{head}+AAM"]
+        scale = aam.head_kwargs["scale"]
+        recipe_lr = 0.007 if head == "mldecoder" else 0.005
+
+        def variant(label: str, *overrides: str, row: Row = aam, kwargs: dict | None = None) -> tuple[str, Row]:
+            name = f"{row.name} {label}"
+            return label, Row(name, row.task, row.head, row.loss, {**row.head_kwargs, **(kwargs or {})},
+                              row.recipe, overrides)
+
+        before_kwargs = {"token_activation": "relu"} if head == "mldecoder" else {}
+        core = [
+            (f"{head}: ASL, AdamW recipe", Row(asl.name, asl.task, asl.head, asl.loss, asl.head_kwargs)),
+            variant("before: AdamW, m 0.35, k 0.8, mean over batch", *_BEFORE, kwargs=before_kwargs),
+            variant("paper loss (m 0, k 0.7, sum), AdamW recipe", *_ADAMW, "optim.no_decay_bias_norm=false",
+                    "optim.sam_rho=null", "optim.ema_decay=null", "optim.onecycle_div_factor=25",
+                    "optim.onecycle_final_div_factor=10000"),
+            variant(f"paper recipe (SGD+SAM lr {recipe_lr}, EMA)"),
+            variant(f"paper recipe, lr x5 ({recipe_lr * 5:g})", f"optim.lr={recipe_lr * 5}"),
+            variant(f"paper recipe, s {scale * 2:g}", kwargs={"scale": scale * 2}),
+        ]
+        more = [  # ML-Decoder, the larger gap, gets the finer study
+            variant(f"paper recipe, lr /5 ({recipe_lr / 5:g})", f"optim.lr={recipe_lr / 5}"),
+            variant("paper recipe, loss divided by batch", "loss.kwargs.reduction=batchmean"),
+            variant(f"paper recipe, s {scale / 2:g}", kwargs={"scale": scale / 2}),
+            variant("paper recipe without SAM", "optim.sam_rho=null"),
+        ]
+        out += core + (more if head == "mldecoder" else [])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="pretrained")
+    parser.add_argument("--head", choices=["mldecoder", "gcn"], help="only this head's variants")
+    parser.add_argument("--first", type=int, help="only the first N variants (per head)")
+    parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/aam-ablation-<preset>-<time>.json)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("training.train", "training.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    preset = PRESETS[args.preset]
+    selected = [(label, row) for label, row in variants(preset.width) if not args.head or row.head == args.head]
+    if args.first:
+        selected = [v for head in ("mldecoder", "gcn") for v in [x for x in selected if x[1].head == head][:args.first]]
+    out = args.out or RESULTS_DIR / f"aam-ablation-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    runs = CACHE / f"ablation-{args.preset}"
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for index, (label, row) in enumerate(selected, start=1):
+        logger.info("[%d/%d] %s", index, len(selected), row.name)
+        result = run_row(row, preset, runs, served_pointing=False)
+        results.append({"head": row.head, "variant": label, **result})
+        logger.info("[%d/%d] %s: mAP %.4f (%.0f s)", index, len(selected), row.name, result["mAP"],
+                    result["train_seconds"])
+        write_results(f"aam-ablation-{args.preset}", {"preset": args.preset, "preset_config": preset.__dict__,
+                                                      "rows": results, "wall_seconds": time.perf_counter() - started},
+                      out)
+    table = [{"head": r["head"], "variant": r["variant"], "mAP": f"{100 * r['mAP']:.1f}",
+              "CF1": f"{100 * r['CF1']:.1f}", "train s": f"{r['train_seconds']:.0f}"} for r in results]
+    print()
+    print(format_table(table, list(table[0])))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

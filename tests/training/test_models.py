@@ -96,3 +96,16 @@ def test_attention_comes_from_the_chosen_decoder_layer() -> None:
     assert torch.equal(from_first.logits, from_last.logits)  # the choice only changes which map is returned
     assert from_first.attention.shape == from_last.attention.shape == (2, 5, 4, 6)
     assert not torch.allclose(from_first.attention, from_last.attention)
+
+
+def test_efficientnet_features_stop_at_the_returned_stage() -> None:
+    """timm's EfficientNet feature wrapper runs every block; the backbone keeps only those its stage needs."""
+    torch.manual_seed(0)
+    body = create_model("linear", "tf_efficientnet_lite0", 3, feature_index=-2).backbone.eval()
+    full = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(-2,)).eval()
+    assert len(body.body.blocks) == 5 < len(full.blocks) == 7  # stride 16 ends after the fifth stage
+    missing, unexpected = full.load_state_dict(body.body.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith(("blocks.5.", "blocks.6.")) for key in missing)
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(body(images), full(images)[-1])

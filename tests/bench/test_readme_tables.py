@@ -1,0 +1,48 @@
+"""README's generated tables equal what their committed JSON renders (bench/readme_tables.py), and the mechanism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.readme_tables import README, TABLES, Table, load_tables, main, render_readme
+
+
+def test_readme_tables_match_their_json() -> None:
+    load_tables()
+    text = README.read_text(encoding="utf-8")
+    assert render_readme(text) == text, "README.md is stale: run python -m bench.readme_tables"
+
+
+def _fake_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: float) -> None:
+    (tmp_path / "r.json").write_text(json.dumps({"rows": [{"name": "a", "value": value}]}), encoding="utf-8")
+    render = lambda documents: "\n".join(f"| {r['name']} | {r['value']} |" for r in documents[0]["rows"])  # noqa: E731
+    monkeypatch.setitem(TABLES, "fake", Table("fake", ("r.json",), render))
+
+
+def test_marked_blocks_are_replaced_and_the_rest_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_table(monkeypatch, tmp_path, 1.5)
+    text = "# T\n\nintro\n<!-- table: fake -->\nold\nlines\n<!-- /table -->\noutro\n"
+    assert render_readme(text, tmp_path) == "# T\n\nintro\n<!-- table: fake -->\n| a | 1.5 |\n<!-- /table -->\noutro\n"
+
+
+def test_check_fails_on_a_stale_readme_and_the_rewrite_fixes_it(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    _fake_table(monkeypatch, tmp_path, 2.0)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- table: fake -->\n| a | 1.0 |\n<!-- /table -->\n", encoding="utf-8")
+    paths = ["--readme", str(readme), "--root", str(tmp_path)]
+    assert main(["--check", *paths]) == 1
+    assert main(paths) == 0
+    assert "| a | 2.0 |" in readme.read_text(encoding="utf-8")
+    assert main(["--check", *paths]) == 0
+
+
+def test_unknown_tables_and_missing_json_are_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="not registered"):
+        render_readme("<!-- table: no-such-table -->\n<!-- /table -->\n", tmp_path)
+    monkeypatch.setitem(TABLES, "fake", Table("fake", ("missing.json",), lambda documents: ""))
+    with pytest.raises(FileNotFoundError, match=r"--out missing\.json"):
+        render_readme("<!-- table: fake -->\n<!-- /table -->\n", tmp_path)

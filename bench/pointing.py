@@ -5,7 +5,10 @@
 Every validation image goes through the service's own path (decode, preprocess, onnxruntime on `model.onnx`); each
 present label's map is resized with `service.pipeline.postprocess.upsample_attention` to the size `/predict` returns
 (`attention_size`, longer side <= 512). A hit is the brightest pixel of that map falling inside one of the label's
-boxes. Training's `pointing_game` scores the raw `h x w` maps instead; this is the figure a user would measure.
+boxes. Bilinear upsampling makes flat tops (a peak in an edge cell stays at its value from the cell's centre out to
+the border), so among equally bright pixels the point is the one nearest the image centre (for an edge cell, its
+centre), not the first in row order (which would always sit on the top or left border). Training's
+`pointing_game` scores the raw `h x w` maps at their cell centres; this is the figure a user would measure.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from service.pipeline.postprocess import attention_size, upsample_attention
 from training.data.readers import read_split
 from training.data.samples import MultiLabelSample
 
-__all__ = ["open_bundle", "served_pointing_game"]
+__all__ = ["brightest_point", "open_bundle", "served_pointing_game"]
 
 _NO_LIMITS = DecodeLimits(max_image_bytes=1 << 40, max_image_pixels=1 << 40)
 
@@ -33,6 +36,16 @@ def open_bundle(path: Path) -> Bundle:
     if not (path / MANIFEST_FILENAME).is_file():
         path = path / str(list_versions(path)[-1])
     return load_bundle(path)
+
+
+def brightest_point(values: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the brightest pixel of `[H, W]`; among ties (within 1e-6 of the maximum), the one nearest the
+    image centre."""
+    peak = float(values.max())
+    rows, cols = np.nonzero(values >= peak - 1e-6 * max(abs(peak), 1e-30))
+    centre_row, centre_col = (values.shape[0] - 1) / 2, (values.shape[1] - 1) / 2
+    nearest = int(np.argmin((rows - centre_row) ** 2 + (cols - centre_col) ** 2))
+    return int(rows[nearest]), int(cols[nearest])
 
 
 def _hits(sample: MultiLabelSample, maps: np.ndarray, image_size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -45,7 +58,7 @@ def _hits(sample: MultiLabelSample, maps: np.ndarray, image_size: tuple[int, int
         if not boxes:
             continue
         values = upsample_attention(maps[label], size)  # [H', W'], as /predict renders it
-        row, col = np.unravel_index(int(np.argmax(values)), values.shape)
+        row, col = brightest_point(values)
         x, y = (col + 0.5) * width / size[0], (row + 0.5) * height / size[1]
         pairs += 1
         hits += any(bx <= x <= bx + bw and by <= y <= by + bh for bx, by, bw, bh in boxes)

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from PIL import Image
 from starlette.testclient import TestClient
 
-from bench.pointing import _hits, open_bundle, served_pointing_game
+from bench.pointing import _hits, brightest_point, open_bundle, served_pointing_game
 from labelserve.bundle import Bundle
 from service.app import create_app
 from service.pipeline import DecodeLimits, decode_image, to_network_input
@@ -38,7 +38,7 @@ def test_the_scored_maps_peak_where_the_served_maps_peak(model_repository: Path,
         png = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
         ours = upsample_attention(maps[manifest.labels.index(label)], size)
         assert png.shape == ours.shape
-        row, col = np.unravel_index(int(np.argmax(ours)), ours.shape)
+        row, col = brightest_point(ours)
         assert png[row, col] == 255, label  # the pixel the bench scores is the brightest one users see
 
 
@@ -53,6 +53,18 @@ def test_a_peak_inside_the_box_is_a_hit_and_outside_a_miss() -> None:
     maps[1] = 0.0
     maps[1, 3, 3] = 1.0
     assert _hits(sample, maps, (100, 100), 512) == (2, 2)
+
+
+def test_a_flat_top_points_at_the_cell_centre_not_the_image_corner() -> None:
+    """A peak in the corner cell of a 4x4 map, upsampled to 64x64, is flat from the border to the cell centre."""
+    maps = np.zeros((4, 4), dtype=np.float32)
+    maps[0, 0] = 1.0
+    values = upsample_attention(maps, (64, 64))
+    assert np.unravel_index(int(np.argmax(values)), values.shape) == (0, 0)  # the first maximum: the very corner
+    assert brightest_point(values) == (7, 7)  # the cell centre (7.5, 7.5) side of the flat top
+    maps = np.zeros((4, 4), dtype=np.float32)
+    maps[1, 2] = 1.0  # an inner cell has one brightest pixel, at its centre
+    assert brightest_point(upsample_attention(maps, (64, 64))) in {(23, 39), (24, 40), (23, 40), (24, 39)}
 
 
 def test_served_pointing_game_counts_every_boxed_label(model_repository: Path, tiny_dataset: Path) -> None:

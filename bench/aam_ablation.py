@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="pretrained")
     parser.add_argument("--head", choices=["mldecoder", "gcn"], help="only this head's variants")
     parser.add_argument("--first", type=int, help="only the first N variants (per head)")
+    parser.add_argument("--variants", nargs="*", help="only variants whose label contains one of these strings")
     parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/aam-ablation-<preset>-<time>.json)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -78,6 +79,8 @@ def main() -> None:
     selected = [(label, row) for label, row in variants(preset.width) if not args.head or row.head == args.head]
     if args.first:
         selected = [v for head in ("mldecoder", "gcn") for v in [x for x in selected if x[1].head == head][:args.first]]
+    if args.variants:
+        selected = [(label, row) for label, row in selected if any(text in label for text in args.variants)]
     out = args.out or RESULTS_DIR / f"aam-ablation-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     runs = CACHE / f"ablation-{args.preset}"
     results: list[dict[str, Any]] = []

@@ -179,6 +179,7 @@ def _served_pointing(checkpoint: Path, config_data: Any, out: Path) -> float | N
 
 def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -> dict[str, Any]:
     """Train one method and collect its numbers (`served_pointing`: export it and score its served attention)."""
+    row_started = time.perf_counter()
     recipe, overrides = row_overrides(row, preset, out)
     config = load_config(recipe, overrides)
     started = time.perf_counter()
@@ -186,17 +187,18 @@ def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -
     train_seconds = time.perf_counter() - started
     metrics = result.best_metrics
     model = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
+    served = _served_pointing(result.best_checkpoint, config.data, Path(config.output_dir)) if served_pointing else None
     return {
         "method": row.name, "task": row.task, "recipe": row.recipe, "overrides": list(row.overrides),
         "mAP": metrics.get("mAP"), "CF1": metrics.get("CF1"),
         "OF1": metrics.get("OF1"), "mA": metrics.get("mA"), "aux_mA": metrics.get("aux_mA"),
         "pointing_game_raw": metrics.get("pointing_game"),
-        "pointing_game": (_served_pointing(result.best_checkpoint, config.data, Path(config.output_dir))
-                          if served_pointing else None),
+        "pointing_game": served,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "images_per_s": _inference_speed(result.best_checkpoint, config.data.image_size,
                                           resolve_torch_device(config.device)),
         "train_seconds": train_seconds, "epochs_run": len(result.history),
+        "row_seconds": time.perf_counter() - row_started, "threads": torch.get_num_threads(),
     }
 
 

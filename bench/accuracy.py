@@ -190,6 +190,7 @@ def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -
     served = _served_pointing(result.best_checkpoint, config.data, Path(config.output_dir)) if served_pointing else None
     return {
         "method": row.name, "task": row.task, "recipe": row.recipe, "overrides": list(row.overrides),
+        "checkpoint": str(result.best_checkpoint),
         "mAP": metrics.get("mAP"), "CF1": metrics.get("CF1"),
         "OF1": metrics.get("OF1"), "mA": metrics.get("mA"), "aux_mA": metrics.get("aux_mA"),
         "pointing_game_raw": metrics.get("pointing_game"),

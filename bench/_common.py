@@ -6,23 +6,15 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from labelserve.loadgen import percentiles_ms
+
+__all__ = ["format_table", "machine", "percentiles_ms", "write_results"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99 and mean of latencies given in seconds, in milliseconds."""
-    if not latencies_s:
-        return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan"), "mean_ms": float("nan")}
-    values = np.asarray(latencies_s) * 1000.0
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(values.mean())}
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -35,18 +35,20 @@ _NO_LIMITS = DecodeLimits(max_image_bytes=1 << 40, max_image_pixels=1 << 40)
 
 def _decode_preprocess(payload: bytes, spec: PreprocessSpec) -> np.ndarray:
     """The service's own decode and preprocessing, so the pipeline figure is like for like with the service's."""
-    return to_network_input(decode_image(payload, "payload", _NO_LIMITS), spec)
+    return to_network_input(decode_image(payload, "payload", _NO_LIMITS, spec=spec), spec)
 
 
-def _timed_loop(step: Callable[[], object], seconds: float) -> list[float]:
-    """Call `step()` repeatedly for about `seconds`; return each call's duration."""
+def _timed_loop(step: Callable[[], object], seconds: float) -> tuple[list[float], float]:
+    """Call `step()` repeatedly for about `seconds`; each call's duration, and the CPU seconds the whole process
+    (every thread, onnxruntime's included) spent meanwhile."""
     durations = []
+    cpu_started = time.process_time()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         step()
         durations.append(time.perf_counter() - started)
-    return durations
+    return durations, time.process_time() - cpu_started
 
 
 def session_runner(session: ort.InferenceSession, outputs: list[str]) -> Callable[[np.ndarray], object]:
@@ -56,10 +58,12 @@ def session_runner(session: ort.InferenceSession, outputs: list[str]) -> Callabl
 
 
 def time_engine(run: Callable[[np.ndarray], object], tensors: np.ndarray, seconds: float) -> dict:
-    """Images/s and per-batch latency of `run` on ready tensors (after one warm-up call)."""
+    """Images/s, per-batch latency and CPU seconds per image of `run` on ready tensors (after one warm-up call)."""
     run(tensors)
-    durations = _timed_loop(lambda: run(tensors), seconds)
-    return {"images_per_s": len(tensors) * len(durations) / sum(durations), "latency": percentiles_ms(durations)}
+    durations, cpu_s = _timed_loop(lambda: run(tensors), seconds)
+    images = len(tensors) * len(durations)
+    return {"images_per_s": images / sum(durations), "latency": percentiles_ms(durations),
+            "cpu_s_per_image": cpu_s / images}
 
 
 def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, payloads: list[bytes], batch: int,
@@ -76,13 +80,15 @@ def bench_batch(run: Callable[[np.ndarray], object], spec: PreprocessSpec, paylo
         chunk = [payloads[(start + i) % len(payloads)] for i in range(batch)]
         run(np.stack([prepare(p) for p in chunk]))
 
-    pipeline = _timed_loop(pipeline_step, seconds)
+    pipeline, pipeline_cpu_s = _timed_loop(pipeline_step, seconds)
     return {
         "batch": batch,
         "engine_images_per_s": engine["images_per_s"],
         "engine_latency": engine["latency"],
+        "engine_cpu_s_per_image": engine["cpu_s_per_image"],
         "pipeline_images_per_s": batch * len(pipeline) / sum(pipeline),
         "pipeline_latency": percentiles_ms(pipeline),
+        "pipeline_cpu_s_per_image": pipeline_cpu_s / (batch * len(pipeline)),
     }
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one device call, so a session with a lent GPU spends its minutes measuring.
+# Everything that needs a GPU (and the CPU scaling of LABELSERVE_WORKERS on its many cores), in one device call, so a
+# session with a lent GPU spends its minutes measuring.
 # Run through the device tool from the repository root, carrying the wheels and a bundle with a torch program:
 #   run(command="bash bench/gpu_session.sh", carry=[".whl", ".cache/gpu-models"])
 # .whl holds the service's pure-Python and cp312 wheels (plus TorchCodec for torch 2.11+cu130); the device image
@@ -23,7 +24,11 @@ python3 -m pytest -q -rs -p no:cacheprovider -m gpu \
 
 echo "== service against engine, torch engine on the GPU, Pillow decode then nvJPEG decode =="
 for decode in pillow torch; do
-    python3 -m bench.service_vs_engine --repository .cache/gpu-models --model demo --engine torch \
-        --jpeg-decode "$decode" --batch 32 --seconds 3 --concurrency 1 8 32 --out "$out/svse-torch-$decode.json" \
-        2>&1 | tee "$out/svse-torch-$decode.txt"
+    python3 -m bench.service_vs_engine --repository .cache/gpu-models --models demo --servers labelserve \
+        --engine torch --jpeg-decode "$decode" --batch 32 --seconds 3 --rounds 1 --concurrency 1 8 32 \
+        --out-dir "$out/svse-torch-$decode" 2>&1 | tee "$out/svse-torch-$decode.txt"
 done
+
+echo "== workers: 1/2/4/8 server processes on this machine's CPU cores (onnxruntime CPU, demo model; ~60 s) =="
+timeout 120 python3 -m bench.workers --repository .cache/gpu-models --model demo --workers 1 2 4 8 \
+    --concurrency 64 --seconds 5 --client-processes 2 --out "$out/workers.json" 2>&1 | tee "$out/workers.txt"

@@ -4,7 +4,7 @@
     python -m bench.load --url http://127.0.0.1:8000 --concurrency 1 8 32
 
 Each of `concurrency` clients posts one JPEG to /predict, waits for the JSON answer, and posts the next, for
-`--seconds`; requests are encoded once up front (`bench.lean_http`) so the client takes little of the CPU it
+`--seconds`; requests are encoded once up front (`labelserve.loadgen`) so the client takes little of the CPU it
 shares with the server. The server's own /metrics is scraped before and after to report the mean batch size it formed.
 Prints a table and writes JSON (bench/results/load-*.json).
 """
@@ -12,79 +12,13 @@ Prints a table and writes JSON (bench/results/load-*.json).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import re
-import time
-from collections import Counter
 from pathlib import Path
 
-import httpx
-
-from bench._common import format_table, percentiles_ms, write_results
+from bench._common import format_table, write_results
 from bench.images import jpeg_payloads
-from bench.lean_http import Connection, ProtocolError, multipart_request
+from labelserve.loadgen import run_level
 
-_BATCH_SUM = re.compile(r"^labelserve_batch_size_sum\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
-_BATCH_COUNT = re.compile(r"^labelserve_batch_size_count\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
-
-
-def _batch_totals(url: str) -> tuple[float, float]:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(map(float, _BATCH_SUM.findall(text))), sum(map(float, _BATCH_COUNT.findall(text)))
-
-
-async def _client_loop(url: str, requests: list[bytes], offset: int, deadline: float, latencies: list[float],
-                       statuses: Counter) -> None:
-    connection = Connection(url)
-    index = offset
-    try:
-        while time.perf_counter() < deadline:
-            request = requests[index % len(requests)]
-            index += 1
-            started = time.perf_counter()
-            try:
-                response = await connection.send(request)
-            except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
-                statuses[type(exc).__name__] += 1
-                await connection.close()
-                continue
-            statuses[response.status] += 1
-            if response.status == 200:
-                latencies.append(time.perf_counter() - started)
-    finally:
-        await connection.close()
-
-
-async def _closed_loop(url: str, requests: list[bytes], concurrency: int, seconds: float, latencies: list[float],
-                       statuses: Counter) -> float:
-    started = time.perf_counter()
-    deadline = started + seconds
-    await asyncio.gather(*(_client_loop(url, requests, i * 7, deadline, latencies, statuses)
-                           for i in range(concurrency)))
-    return time.perf_counter() - started
-
-
-def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes], model: str | None) -> dict:
-    """One closed-loop run at a fixed concurrency: `concurrency` clients, one image per request, no think time."""
-    fields = {"model": model} if model else None
-    requests = [multipart_request(url, "/predict", f"image{i}.jpg", p, fields) for i, p in enumerate(payloads)]
-    asyncio.run(_closed_loop(url, requests, concurrency, min(2.0, seconds / 5), [], Counter()))  # warm-up
-    batch_sum0, batch_count0 = _batch_totals(url)
-    latencies: list[float] = []
-    statuses: Counter = Counter()
-    elapsed = asyncio.run(_closed_loop(url, requests, concurrency, seconds, latencies, statuses))
-    batch_sum1, batch_count1 = _batch_totals(url)
-    batches = batch_count1 - batch_count0
-    return {
-        "concurrency": concurrency,
-        "seconds": elapsed,
-        "ok": statuses.get(200, 0),
-        "errors": {str(k): v for k, v in statuses.items() if k != 200},
-        "images_per_s": statuses.get(200, 0) / elapsed,
-        "latency": percentiles_ms(latencies),
-        "mean_batch_size": (batch_sum1 - batch_sum0) / batches if batches else float("nan"),
-    }
-
+__all__ = ["run_level"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -43,7 +43,7 @@ def load_parity_images(paths: Sequence[Path], spec: PreprocessSpec, limit: int =
     files = files[:limit]
     if not files:
         raise FileNotFoundError(f"no parity images found in {[str(p) for p in paths]}")
-    return np.stack([preprocess(load_rgb(str(f)), spec) for f in files])
+    return np.stack([preprocess(load_rgb(str(f), spec), spec) for f in files])
 
 
 def _default_parity_sources(train_config: dict) -> list[Path]:

@@ -1,4 +1,5 @@
-"""`labelserve data|train|export|demo|visualize|serve`: argument parsing only; the work lives in the packages.
+"""`labelserve data|train|export|demo|visualize|serve|predict|tune`: argument parsing only; the work lives in the
+packages.
 
 Imports happen inside each command, so `labelserve serve` never loads torch.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,8 @@ from pathlib import Path
 __all__ = ["main"]
 
 logger = logging.getLogger("labelserve")
-_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL")
+_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL", "httpx",
+                  "httpcore")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -85,16 +88,65 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
+    from service.server import serve
     from service.settings import Settings
 
-    overrides = {k: v for k, v in {"model_repository": args.repository, "host": args.host, "port": args.port}.items()
-                 if v is not None}
-    settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=settings.drain_timeout_s)
+    overrides = {"model_repository": args.repository, "host": args.host, "port": args.port, "workers": args.workers,
+                 "log_level": "DEBUG" if args.verbose else None}  # the service's JSON logging replaces the CLI's
+    return serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from labelserve.bundle import list_versions, load_bundle
+    from service.tune import KNOBS, format_trials, read_images, stand_in_images, tune, write_config
+
+    repository, model = Path(args.repository), args.model
+    bundle = load_bundle(repository / model / str(list_versions(repository / model)[-1]))
+    payloads = read_images([Path(p) for p in args.images]) if args.images else stand_in_images(bundle)
+    if not args.images:
+        logger.warning("no --images given: measuring with stand-in JPEGs of twice the input size; real images "
+                       "measure decoding as your clients will cost it")
+    result = tune(repository, model, payloads, sorted(args.concurrency), args.latency_budget_ms, args.budget_s,
+                  args.seconds, knobs=args.knobs or KNOBS)
+    sys.stdout.write(format_trials(result, sorted(args.concurrency)) + "\n")
+    if not result.feasible:
+        logger.error("no setting kept p99 within %.0f ms (the closest: %.0f ms); config.json left as it is: raise "
+                     "--latency-budget-ms, or serve this model on a faster machine", args.latency_budget_ms,
+                     result.best.p99_ms())
+        return 3
+    if args.dry_run:
+        logger.info("dry run: %s left as it is", repository / model / "config.json")
+        return 0
+    path = write_config(repository / model, {k: result.best.settings[k] for k in args.knobs or KNOBS})
+    logger.info("wrote %s: %s (used when the service next loads %s)", path, result.best.settings, model)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import httpx
+
+    from labelserve.client import ApiError, Client
+    from labelserve.predict_report import format_table, write_overlays
+
+    images = [Path(image) for image in args.images]
+    missing = [str(image) for image in images if not image.is_file()]
+    if missing:
+        sys.stderr.write(f"error: no such file: {', '.join(missing)}\n")
+        return 2
+    try:
+        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout) as client:
+            answer = client.predict(images, top_k=args.top_k, threshold=args.threshold,
+                                    attention=args.attention is not None, model=args.model)
+    except ApiError as error:
+        sys.stderr.write(f"error: {error.message} (HTTP {error.status}, {error.code})\n")
+        return 1
+    except httpx.HTTPError as error:
+        sys.stderr.write(f"error: no answer from {args.url}: {error}\n")
+        return 1
+    sys.stdout.write(answer.model_dump_json(exclude_none=True) + "\n" if args.json else format_table(answer))
+    if args.attention is not None:
+        for path in write_overlays(answer, images, Path(args.attention)):
+            logger.info("wrote %s", path)
     return 0
 
 
@@ -157,7 +209,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--repository", help="model repository root (LABELSERVE_MODEL_REPOSITORY)")
     serve.add_argument("--host", help="bind address (LABELSERVE_HOST)")
     serve.add_argument("--port", type=int, help="port (LABELSERVE_PORT)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port, each with its own batchers and "
+                                                   "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
+    tune_cmd = commands.add_parser("tune", help="measure serving settings for one model on this machine and write "
+                                                 "the best into <repository>/<model>/config.json")
+    tune_cmd.add_argument("--repository", default="models", help="model repository root")
+    tune_cmd.add_argument("--model", required=True, help="model name (its newest version is measured)")
+    tune_cmd.add_argument("--images", nargs="*", help="image files or folders to send (default: stand-in JPEGs)")
+    tune_cmd.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
+                          help="closed-loop client counts to measure in every trial")
+    tune_cmd.add_argument("--latency-budget-ms", type=float,
+                          help="p99 every concurrency must stay within (default: throughput only)")
+    tune_cmd.add_argument("--budget-s", type=float, default=600.0, help="stop starting trials after this long")
+    tune_cmd.add_argument("--seconds", type=float, default=5.0, help="measuring time per concurrency per trial")
+    tune_cmd.add_argument("--knobs", nargs="+", choices=["max_batch_size", "intra_op_threads", "decode_threads",
+                                                          "intra_op_spinning", "max_queue_delay_ms", "engine"],
+                          help="which settings to search, in order (default: all)")
+    tune_cmd.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+    tune_cmd.set_defaults(func=_cmd_tune)
+
+    predict = commands.add_parser("predict", help="label images with a running server; print a table per image")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("--url", default=os.environ.get("LABELSERVE_URL", "http://127.0.0.1:8000"),
+                         help="the server (default: $LABELSERVE_URL or http://127.0.0.1:8000)")
+    predict.add_argument("--api-key", default=os.environ.get("LABELSERVE_API_KEY"),
+                         help="sent as X-API-Key (default: $LABELSERVE_API_KEY)")
+    predict.add_argument("--model", help="model name (default: the server's first)")
+    predict.add_argument("--top-k", type=int, help="show only the k most probable labels")
+    predict.add_argument("--threshold", type=float, help="decide every label at this probability")
+    predict.add_argument("--attention", metavar="DIR",
+                         help="write each predicted label's attention over its image to DIR/<image>.<label>.png")
+    predict.add_argument("--json", action="store_true", help="print the API's JSON answer instead of tables")
+    predict.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -1,9 +1,10 @@
 """Run the service as a real `python -m service` subprocess: started on a free port, stopped with SIGTERM.
 
 End-to-end tests and the benchmarks use it to measure the service exactly as it is deployed (uvicorn, HTTP, its
-own process). The port is chosen by the kernel (`LABELSERVE_PORT=0`) and read back from uvicorn's startup log line,
-so parallel runs never race for a port. Logs go to a file that a failing caller can print. Needs the `serve` and
-`dev` extras (httpx).
+own process), started as `python -m service` or as `labelserve serve`, with one or several workers. The port is
+chosen by the kernel (`LABELSERVE_PORT=0`) and read back from the startup log line, so parallel runs never race for a
+port. The server runs in a process group of its own, so a failed check kills it together with its workers. Logs go
+to a file that a failing caller can print. Needs the `serve` and `dev` extras (httpx).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,7 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 __all__ = ["ServerProcess", "start_server"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
+_WORKERS = re.compile(r"running on http://[0-9.]+:\d+ with (\d+) workers")
+_WORKER_READY = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+Entry = Literal["service", "cli"]
+_COMMANDS: dict[Entry, list[str]] = {"service": ["-m", "service"], "cli": ["-m", "labelserve.cli", "serve"]}
 
 
 @dataclass
@@ -34,43 +41,69 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    workers: int = 1
 
     def log(self) -> str:
         """Everything the server logged so far."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def log_records(self) -> list[dict[str, object]]:
+        """The server's JSON log lines, parsed (lines that are not JSON are left out)."""
+        records = []
+        for line in self.log().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker index -> process id of the worker serving now, from the supervisor's "ready" lines."""
+        pids: dict[int, int] = {}
+        for record in self.log_records():
+            if match := _WORKER_READY.fullmatch(str(record.get("message", ""))):
+                pids[int(match.group(1))] = int(match.group(2))
+        return pids
+
     def metric(self, name: str, **labels: str) -> float:
-        """One sample from a real Prometheus scrape of `/metrics` (0.0 when the series does not exist yet)."""
+        """The sum of the matching samples of a real Prometheus scrape of `/metrics` (0.0 when none exists yet);
+        with several workers, per-worker gauges carry a `pid` label that this adds up."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    return float(sample.value)
-        return 0.0
+        return sum(float(sample.value) for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
 
     def __enter__(self) -> ServerProcess:
         """Use as a context: whatever happens inside, the process does not outlive the block."""
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        """Kill the process if the block did not stop it (a failed check must not leak a server)."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """Kill the server and its workers if the block did not stop them (a failed check must not leak a server)."""
+        _kill_group(self.process)
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """SIGTERM, then check the shutdown was graceful: uvicorn finished in-flight requests, the lifespan drained
-        the batchers, and the process exited with code 0."""
+        """SIGTERM to the server process (as an orchestrator sends it), then check the shutdown was graceful: uvicorn
+        finished in-flight requests, every worker's lifespan drained its batchers, and the process exited with 0."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
             exit_code = self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            _kill_group(self.process)
             raise AssertionError(f"server did not stop within {timeout_s} s after SIGTERM:\n{self.log()}") from None
         assert exit_code == 0, f"server exited with {exit_code}:\n{self.log()}"
-        assert "Application shutdown complete" in self.log(), f"lifespan shutdown did not finish:\n{self.log()}"
+        drained = self.log().count("Application shutdown complete")
+        assert drained >= self.workers, f"{drained} of {self.workers} lifespans finished shutting down:\n{self.log()}"
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server's process group (the server and any workers it started), then reap the server.
+
+    Only while the server runs, so the group id is surely still ours; workers whose server has exited notice it and
+    exit by themselves.
+    """
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _environment(repository: Path, settings: dict[str, str]) -> dict[str, str]:
@@ -92,36 +125,51 @@ def _listening_url(log_path: Path) -> str | None:
     return None
 
 
-def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0,
-                 **settings: str) -> ServerProcess:
-    """Start the service on `repository` and return once `/readyz` answers 200.
+def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0, ready_path: str = "/readyz",
+                 entry: Entry = "service", arguments: Sequence[str] = (), **settings: str) -> ServerProcess:
+    """Start the service on `repository` and return once `ready_path` answers 200 (with `workers`: once every worker
+    is ready).
 
     Args:
         repository: model repository root.
         log_dir: where `server.log` is written.
         startup_timeout_s: how long loading and warm-up may take.
+        ready_path: what must answer 200 first: `/readyz` (models loaded), or `/healthz` for a server that is
+            expected to answer before any model is (an empty repository).
+        entry: `service` starts `python -m service`; `cli` starts `labelserve serve` (as `python -m labelserve.cli`).
+        arguments: more command-line arguments, e.g. `["--workers", "2"]` for `labelserve serve`.
         **settings: extra settings, e.g. `max_queue_delay_ms="50"` becomes `LABELSERVE_MAX_QUEUE_DELAY_MS=50`.
     """
     log_path = log_dir / "server.log"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=_REPO_ROOT, stdout=log_file,
-                                   stderr=subprocess.STDOUT, env=_environment(repository, settings))
+        process = subprocess.Popen([sys.executable, *_COMMANDS[entry], *arguments], cwd=_REPO_ROOT, stdout=log_file,
+                                   stderr=subprocess.STDOUT, env=_environment(repository, settings),
+                                   start_new_session=True)
     deadline = time.monotonic() + startup_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            _kill_group(process)
             raise AssertionError(f"server exited with {process.returncode} during startup:\n"
                                  f"{log_path.read_text(errors='replace')}")
         url = _listening_url(log_path)
-        if url is not None and _is_ready(url):
-            return ServerProcess(process=process, url=url, log_path=log_path)
+        if url is not None and _answers(f"{url}{ready_path}") and (workers := _ready_workers(log_path)) is not None:
+            return ServerProcess(process=process, url=url, log_path=log_path, workers=workers)
         time.sleep(0.2)
-    process.kill()
-    process.wait()
+    _kill_group(process)
     raise AssertionError(f"server was not ready within {startup_timeout_s} s:\n{log_path.read_text(errors='replace')}")
 
 
-def _is_ready(url: str) -> bool:
+def _ready_workers(log_path: Path) -> int | None:
+    """How many workers serve once all of them are ready (1 for a single process); None while some still start."""
+    log = log_path.read_text(encoding="utf-8", errors="replace")
+    if (match := _WORKERS.search(log)) is None:
+        return 1
+    workers = int(match.group(1))
+    return workers if f"all {workers} workers ready" in log else None
+
+
+def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        return httpx.get(url, timeout=5).status_code == 200
     except httpx.TransportError:
         return False

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.admission import AdmissionMiddleware
 from service.errors import install_error_handlers
 from service.gpu_metrics import register_gpu_metrics
 from service.limits import RequestSizeLimitMiddleware
@@ -23,7 +24,7 @@ from service.oip import router as oip_router
 from service.pipeline import DecodeLimits
 from service.predictor import Predictor
 from service.repository import ModelRepository
-from service.routes import health_router, metrics_router, models_router, predict_router
+from service.routes import health_router, metrics_router, models_router, page_router, predict_router
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -52,7 +53,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.ready = False
         logger.info("shutting down: draining queued requests (up to %.1f s)", state.settings.drain_timeout_s)
         await state.repository.stop(state.settings.drain_timeout_s)
-        state.predictor.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,14 +68,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings, metrics=metrics, repository=ModelRepository(settings, metrics),
         predictor=Predictor(DecodeLimits(max_image_bytes=settings.max_image_bytes,
                                          max_image_pixels=settings.max_image_pixels),
-                            worker_threads=settings.decode_threads,
                             torch_jpeg_device=settings.torch_device if settings.jpeg_decode == "torch" else None),
     )
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
     app.state.labelserve = state
     install_error_handlers(app)
-    for router in (predict_router, models_router, health_router, metrics_router, oip_router):
+    for router in (predict_router, models_router, health_router, metrics_router, oip_router, page_router):
         app.include_router(router)
     app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.in_flight_limit,
+                       on_refused=metrics.admission_rejections.inc)
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)  # added last = outermost
     return app

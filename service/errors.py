@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labelserve.schemas import ErrorBody
+
 __all__ = [
     "API_KEY_HEADER",
     "ERROR_CODE_HEADER",
@@ -23,16 +25,19 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidImageError",
     "InvalidParameterError",
+    "MalformedRequestError",
     "ModelNotFoundError",
     "NotReadyError",
     "QueueFullError",
     "RequestTooLargeError",
+    "ServerBusyError",
     "ServiceError",
     "TooManyImagesError",
     "UnauthorizedError",
     "UnsupportedImageError",
     "UnsupportedMediaTypeError",
     "error_response",
+    "error_responses",
     "install_error_handlers",
     "status_code_for",
 ]
@@ -63,6 +68,12 @@ class InvalidParameterError(ServiceError):
     """A request parameter is well-formed but cannot be honoured (e.g. attention from a model without it)."""
 
     code = "invalid_parameter"
+
+
+class MalformedRequestError(ServiceError):
+    """The request body does not follow the syntax its content type promises (e.g. a broken multipart body)."""
+
+    code = "malformed_request"
 
 
 class ModelNotFoundError(ServiceError):
@@ -121,6 +132,12 @@ class QueueFullError(RetryableError):
     code = "queue_full"
 
 
+class ServerBusyError(RetryableError):
+    """The server already handles LABELSERVE_MAX_IN_FLIGHT inference requests; refused before the body is read."""
+
+    code = "server_busy"
+
+
 class NotReadyError(RetryableError):
     """Models are still loading, or the server is shutting down."""
 
@@ -149,6 +166,7 @@ class ClientDisconnectedError(ServiceError):
 _STATUS: dict[type[ServiceError], int] = {
     InvalidImageError: 400,
     InvalidParameterError: 400,
+    MalformedRequestError: 400,
     UnauthorizedError: 401,
     ModelNotFoundError: 404,
     ImageTooLargeError: 413,
@@ -159,11 +177,38 @@ _STATUS: dict[type[ServiceError], int] = {
     ClientDisconnectedError: 499,  # nginx's "client closed request"; nobody reads it, but logs and metrics do
     EngineError: 500,
     QueueFullError: 503,
+    ServerBusyError: 503,
     NotReadyError: 503,
     DeadlineExceededError: 504,
 }
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
                415: "unsupported_media_type"}
+
+
+# OpenAPI examples of the error bodies each status can carry: (code, message) as the service words them.
+_EXAMPLES: dict[int, tuple[tuple[str, str], ...]] = {
+    400: (("invalid_image", "scene.jpg is not a valid image: image file is truncated"),
+          ("invalid_parameter", "model 'demo' has no attention output; send attention=false")),
+    401: (("unauthorized", "this server needs an API key: send it in the X-API-Key header"),),
+    404: (("model_not_found", "unknown model 'dmeo'; this server serves: demo"),),
+    413: (("image_too_large", "scene.jpg has 30000000 bytes, over the limit of 20000000 (LABELSERVE_MAX_IMAGE_BYTES)"),
+          ("too_many_images", "40 images in one request, over the limit of 32 (LABELSERVE_MAX_IMAGES_PER_REQUEST)")),
+    415: (("unsupported_image", "notes.txt is not an image in an accepted format (JPEG, PNG, WEBP, GIF, BMP, TIFF)"),),
+    422: (("validation_error", "invalid request: top_k: Input should be greater than or equal to 1"),),
+    500: (("engine_error", "inference failed for model 'demo': <the engine's message>"),),
+    503: (("queue_full", "model 'demo-v1' has 256 images queued; retry shortly"),
+          ("server_busy", "the server is handling its limit of 64 inference requests (LABELSERVE_MAX_IN_FLIGHT); "
+                          "retry after 1 s")),
+    504: (("deadline_exceeded", "the request did not finish within its deadline of 30 s (the timeout_s field; "
+                                "default LABELSERVE_REQUEST_TIMEOUT_S)"),),
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route: the error body's schema with a worded example per error code."""
+    return {status: {"model": ErrorBody, "content": {"application/json": {"examples": {
+        code: {"summary": code, "value": {"error": message, "code": code}} for code, message in _EXAMPLES[status]}}}}
+        for status in statuses}
 
 
 def status_code_for(error: ServiceError) -> int:

@@ -1,16 +1,19 @@
 """Per-model serving settings, kept in the repository beside the versions: `<repository>/<model>/config.json`.
 
-Like Triton's model configuration, but only what this service acts on: which versions to serve and how to batch.
-Every key is optional; absent keys fall back to the service-wide settings.
+Like Triton's model configuration, but only what this service acts on: which versions to serve, how to batch,
+and how to run them (engine, onnxruntime threads and spinning, decode threads). Every key is optional; absent keys
+fall back to the service-wide settings. `labelserve tune` writes the batching and running keys it measured best.
 
     {"version_policy": {"latest": 2}, "max_batch_size": 8, "max_queue_delay_ms": 2, "max_queue_size": 64}
     {"version_policy": {"specific": [3, 5]}}
+    {"max_batch_size": 16, "intra_op_threads": 2, "intra_op_spinning": false, "decode_threads": 2}
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -61,6 +64,10 @@ class ModelConfig(BaseModel):
     max_batch_size: int | None = Field(default=None, ge=1)
     max_queue_delay_ms: float | None = Field(default=None, ge=0.0, le=10_000.0)
     max_queue_size: int | None = Field(default=None, ge=1)
+    engine: Literal["onnxruntime", "tensorrt", "torch"] | None = None
+    intra_op_threads: int | None = Field(default=None, ge=0, description="onnxruntime; 0 = its default")
+    intra_op_spinning: bool | None = Field(default=None, description="onnxruntime's idle threads spin")
+    decode_threads: int | None = Field(default=None, ge=1, description="this model's decode/preprocess threads")
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -1,21 +1,26 @@
 """Prometheus metrics, JSON logs and the request-id / request-metrics middleware.
 
 Metrics live on a per-app `CollectorRegistry`, so several apps in one process (tests) never clash. Names carry the
-`labelserve_` prefix and seconds as the unit; per-model series are labelled `model` and `version`.
+`labelserve_` prefix and seconds as the unit; per-model series are labelled `model` and `version`. With several
+worker processes (`service.workers`), prometheus_client's multiprocess mode keeps every worker's values in files and
+the registry exposes all of them, so any worker answers a scrape for the whole server.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
+import os
 import re
 import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.datastructures import MutableHeaders
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ERROR_CODE_HEADER
@@ -40,12 +45,31 @@ def current_request_id() -> str | None:
     return _REQUEST_ID.get()
 
 
+def _multiprocess_dir() -> str | None:
+    """The folder of prometheus_client's multiprocess mode, when it is on in this process.
+
+    prometheus_client decides where values live from this variable when it is imported; reading the same variable
+    keeps what is exposed in step with where the values are written.
+    """
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 class Metrics:
-    """All of the service's Prometheus series, on one registry."""
+    """All of the service's Prometheus series, on one registry.
+
+    In multiprocess mode the series are not registered themselves: the registry holds a collector that reads every
+    process's values instead. Counters and histograms are summed over every worker that ever ran (a replaced worker's
+    counts stay, so totals never go backwards); in-flight requests and queue depth are per live worker (label `pid`);
+    `labelserve_model_info` is 1 while any live worker serves the version; `labelserve_workers` counts live workers.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        reg = self.registry
+        self.multiprocess_dir = _multiprocess_dir()
+        reg: CollectorRegistry | None = self.registry
+        if self.multiprocess_dir is not None:
+            MultiProcessCollector(self.registry, path=self.multiprocess_dir)
+            reg = None
         self.requests = Counter("labelserve_requests", "HTTP requests by route and status code",
                                 ("method", "route", "status"), registry=reg)
         self.request_latency = Histogram("labelserve_request_duration_seconds", "HTTP request latency",
@@ -53,7 +77,7 @@ class Metrics:
         self.errors = Counter("labelserve_errors", "Error responses by route and error code", ("route", "code"),
                               registry=reg)
         self.in_flight = Gauge("labelserve_requests_in_flight", "HTTP requests being handled right now", ("method",),
-                               registry=reg)
+                               multiprocess_mode="liveall", registry=reg)
         self.images = Counter("labelserve_images", "Images answered", _MODEL_LABELS, registry=reg)
         self.batch_size = Histogram("labelserve_batch_size", "Images per engine call", _MODEL_LABELS,
                                     buckets=_BATCH_BUCKETS, registry=reg)
@@ -62,13 +86,21 @@ class Metrics:
         self.inference = Histogram("labelserve_inference_duration_seconds", "Engine time per batch",
                                    _MODEL_LABELS, buckets=_LATENCY_BUCKETS_S, registry=reg)
         self.queue_depth = Gauge("labelserve_queue_depth", "Images waiting for a batch", _MODEL_LABELS,
-                                 registry=reg)
+                                 multiprocess_mode="liveall", registry=reg)
         self.rejections = Counter("labelserve_rejections", "Images refused before inference",
                                   (*_MODEL_LABELS, "reason"), registry=reg)
+        self.admission_rejections = Counter("labelserve_admission_rejections",
+                                            "Inference requests answered 503 at the door, before their body was read "
+                                            "(LABELSERVE_MAX_IN_FLIGHT)", registry=reg)
         self.model_info = Gauge("labelserve_model_info", "Models being served (value 1)",
-                                (*_MODEL_LABELS, "engine", "provider"), registry=reg)
+                                (*_MODEL_LABELS, "engine", "provider"), multiprocess_mode="livemax", registry=reg)
         self.model_loads = Counter("labelserve_model_loads", "Model version loads by result (success, failure)",
                                    (*_MODEL_LABELS, "result"), registry=reg)
+        self.workers = Gauge("labelserve_workers", "Server processes serving (LABELSERVE_WORKERS)",
+                             multiprocess_mode="livesum", registry=reg)
+        self.workers.set(1)  # this process; the live workers' values add up
+        self.worker_restarts = Counter("labelserve_worker_restarts", "Workers started in place of one that died",
+                                       registry=reg)
         self._info_labels: dict[tuple[str, str], tuple[str, str]] = {}
 
     def observer(self, model: str, version: int) -> ModelObserver:
@@ -83,7 +115,11 @@ class Metrics:
     def clear_model_info(self, model: str, version: int) -> None:
         """Drop the info series of a version that is no longer served."""
         labels = self._info_labels.pop((model, str(version)), None)
-        if labels is not None:
+        if labels is None:
+            return
+        if self.multiprocess_dir is not None:  # a removal cannot reach the value in the file; 0 = not served
+            self.model_info.labels(model, str(version), *labels).set(0)
+        else:
             self.model_info.remove(model, str(version), *labels)
 
 
@@ -139,7 +175,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED_LOG_KEYS and k != "request_id"})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()  # one line per request: the cheap encoder
 
 
 def configure_logging(level: str) -> None:
@@ -154,10 +190,36 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).propagate = True
 
 
-def _route_label(scope: Scope) -> str:
+def _full_templates(app: object) -> dict[int, list[tuple[re.Pattern[str], str]]]:
+    """id(route object) -> (path regex, full path template) for every place the app includes that route.
+
+    FastAPI puts the router's own route object in `scope["route"]`; its `path` lacks the prefixes its router was
+    included under (`/v2` of the OIP routes), so the full template comes from the app's route contexts.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before 0.16x copied included routes with their full path: route.path is complete
+        return {}
+    templates: dict[int, list[tuple[re.Pattern[str], str]]] = {}
+    for context in iter_route_contexts(getattr(app, "routes", [])):
+        if isinstance(context.path, str):
+            regex = compile_path(context.path)[0]
+            templates.setdefault(id(context.original_route), []).append((regex, context.path))
+    return templates
+
+
+def _route_label(scope: Scope, templates: dict[int, list[tuple[re.Pattern[str], str]]]) -> str:
+    """The matched route's full path template, e.g. `/v2/models/{name}/infer`; raw paths would explode the label
+    cardinality, so anything unmatched is `unmatched`."""
     route = scope.get("route")
+    candidates = templates.get(id(route))
+    if candidates:
+        if len(candidates) == 1:
+            return candidates[0][1]
+        path = scope.get("path", "")
+        return next((template for regex, template in candidates if regex.match(path)), candidates[0][1])
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"  # raw paths would explode the label cardinality
+    return path if isinstance(path, str) else "unmatched"
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -175,6 +237,7 @@ class RequestObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._templates: dict[int, list[tuple[re.Pattern[str], str]]] | None = None  # built on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -203,7 +266,9 @@ class RequestObservabilityMiddleware:
         finally:
             in_flight.dec()
             elapsed = time.perf_counter() - started
-            route = _route_label(scope)
+            if self._templates is None:
+                self._templates = _full_templates(scope.get("app"))
+            route = _route_label(scope, self._templates)
             method = str(scope.get("method", ""))
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.request_latency.labels(method, route).observe(elapsed)

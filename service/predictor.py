@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from labelserve.preprocess import PreprocessSpec
+from labelserve.image import display_size
+from labelserve.preprocess import PreprocessSpec, dct_scale_factor
 from service.batching import Outputs
 from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, postprocess, to_network_input
 from service.pipeline.decode import decode_opened, is_plain_jpeg, open_checked
@@ -48,22 +48,26 @@ JpegPreprocessor = Callable[[bytes], np.ndarray | None]
 
 def _prepare(upload: ImageUpload, spec: PreprocessSpec, limits: DecodeLimits,
              jpeg: JpegPreprocessor | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(network input, the image's displayed size) of one upload; the size is the original's even where the JPEG
+    is decoded at a DCT scale."""
     header = open_checked(upload.data, upload.filename, limits)
-    if jpeg is not None and is_plain_jpeg(header) and (array := jpeg(upload.data)) is not None:
-        return array, header.size
-    image = decode_opened(header, upload.data, upload.filename)
-    return to_network_input(image, spec), image.size
+    size = display_size(header)
+    if (jpeg is not None and is_plain_jpeg(header) and dct_scale_factor(*size, spec) == 1
+            and (array := jpeg(upload.data)) is not None):  # the torch path decodes at full size only
+        return array, size
+    image = decode_opened(header, upload.data, upload.filename, spec=spec)
+    return to_network_input(image, spec), size
 
 
 class Predictor:
-    """Runs the per-image pipeline on a bounded worker pool."""
+    """Runs the per-image pipeline on each model's decode threads (`ServedModel.decode_pool`; Pillow, simplejpeg
+    and NumPy release the GIL)."""
 
-    def __init__(self, limits: DecodeLimits, worker_threads: int, torch_jpeg_device: str | None = None) -> None:
-        """Create the worker pool (threads start on first use).
+    def __init__(self, limits: DecodeLimits, torch_jpeg_device: str | None = None) -> None:
+        """Configure decoding.
 
         Args:
             limits: byte and pixel limits for each image.
-            worker_threads: threads for decode, preprocess and postprocess (Pillow and NumPy release the GIL).
             torch_jpeg_device: decode and preprocess plain JPEGs with torch on this device (`auto`: CUDA when
                 present); None keeps Pillow/simplejpeg for everything.
 
@@ -71,7 +75,6 @@ class Predictor:
             RuntimeError: torch JPEG decoding is asked for where torch, torchcodec or the device is missing.
         """
         self._limits = limits
-        self._pool = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="decode")
         self._jpeg_device = None
         self._jpeg: dict[PreprocessSpec, JpegPreprocessor | None] = {}
         if torch_jpeg_device is not None:
@@ -122,20 +125,19 @@ class Predictor:
         loop = asyncio.get_running_loop()
         with model.batcher.incoming():
             spec = model.manifest.input
-            array, size = await loop.run_in_executor(self._pool, _prepare, upload, spec, self._limits,
+            array, size = await loop.run_in_executor(model.decode_pool, _prepare, upload, spec, self._limits,
                                                      self._jpeg_for(spec))
             pending = model.batcher.submit(array, attention=attention)
         return await pending, size
 
     async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:
         outputs, size = await self._outputs(model, upload, options.attention)
-        prediction = await asyncio.get_running_loop().run_in_executor(self._pool, postprocess, outputs,
-                                                                      model.manifest, size, options)
+        if options.encodes_png:  # PNG encoding: a worker thread's job
+            prediction = await asyncio.get_running_loop().run_in_executor(model.decode_pool, postprocess, outputs,
+                                                                          model.manifest, size, options)
+        else:  # a sigmoid and a sort of C values: cheaper here than a round trip through the pool
+            prediction = postprocess(outputs, model.manifest, size, options)
         return ImageAnswer(filename=upload.filename, width=size[0], height=size[1], prediction=prediction)
-
-    def close(self) -> None:
-        """Stop the worker threads once their current job is done; queued jobs are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _all(work: list[Coroutine[Any, Any, T]]) -> list[T]:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from labelserve.bundle import (
     MANIFEST_FILENAME,
@@ -32,9 +35,11 @@ from service.model_config import ModelConfig, ModelConfigError, load_model_confi
 from service.observability import Metrics
 from service.settings import Settings
 
-__all__ = ["ModelRepository", "RepositoryError", "ServedModel"]
+__all__ = ["ModelRepository", "RepositoryError", "ServedModel", "VersionState"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class RepositoryError(Exception):
@@ -42,12 +47,15 @@ class RepositoryError(Exception):
 
 
 class ServedModel:
-    """One model version being served, and how many requests hold it right now."""
+    """One model version being served: its engine, its batcher, the threads that decode its images, and how many
+    requests hold it right now."""
 
-    def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher) -> None:
+    def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher,
+                 decode_pool: ThreadPoolExecutor) -> None:
         self.bundle = bundle
         self.engine = engine
         self.batcher = batcher
+        self.decode_pool = decode_pool
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -92,11 +100,26 @@ class ServedModel:
         return True
 
 
+def _either(per_model: T | None, service_wide: T) -> T:
+    """A model's own setting where its config.json has one, else the service's."""
+    return per_model if per_model is not None else service_wide
+
+
 def _manifest_stamp(version_dir: Path) -> int:
     try:
         return (version_dir / MANIFEST_FILENAME).stat().st_mtime_ns
     except OSError:
         return -1
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One version folder as the repository index reports it."""
+
+    name: str
+    version: int
+    state: str  # READY, LOADING or UNAVAILABLE (Triton's model states)
+    reason: str  # why it is not READY; empty when it is
 
 
 class ModelRepository:
@@ -107,7 +130,8 @@ class ModelRepository:
         self._settings = settings
         self._metrics = metrics
         self._models: dict[str, dict[int, ServedModel]] = {}
-        self._refused: dict[Path, int] = {}  # version folder -> manifest stamp when it was refused
+        self._refused: dict[Path, tuple[int, str]] = {}  # version folder -> (manifest stamp, why) when refused
+        self._loading: set[Path] = set()
         self._unloading: set[asyncio.Task[None]] = set()
         self._empty: set[str] = set()  # models already reported as having no versions
         self._sync_lock = asyncio.Lock()
@@ -140,6 +164,33 @@ class ModelRepository:
             raise ModelNotFoundError(f"model {name!r} has no served version {version}; served versions: "
                                      f"{', '.join(map(str, sorted(versions)))}")
         return versions[version]
+
+    def index(self) -> list[VersionState]:
+        """Every version folder of every model folder, served or not, with its state and why (Triton's repository
+        index); sorted by name, then version."""
+        if not self._root.is_dir():
+            return []
+        states = []
+        for model_dir in sorted(p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            served = self._models.get(model_dir.name, {})
+            for version in list_versions(model_dir):
+                states.append(VersionState(model_dir.name, version, *self._state_of(model_dir / str(version),
+                                                                                    version in served)))
+        return states
+
+    def _state_of(self, version_dir: Path, served: bool) -> tuple[str, str]:
+        try:
+            validate_model_name(version_dir.parent.name)
+        except ValueError as exc:
+            return "UNAVAILABLE", f"skipped: {exc}"
+        if served:
+            return "READY", ""
+        if version_dir in self._loading:
+            return "LOADING", "verifying, loading and warming up"
+        refused = self._refused.get(version_dir)
+        if refused is not None and refused[0] == _manifest_stamp(version_dir):
+            return "UNAVAILABLE", f"refused: {refused[1]}"
+        return "UNAVAILABLE", "not served: outside the model's version_policy, or not loaded yet"
 
     @asynccontextmanager
     async def lease(self, name: str | None = None, version: int | None = None) -> AsyncIterator[ServedModel]:
@@ -216,16 +267,20 @@ class ModelRepository:
     async def _try_load(self, version_dir: Path, config: ModelConfig) -> bool:
         """Load and install a version unless it was refused before in its current state; False if it fails."""
         stamp = _manifest_stamp(version_dir)
-        if self._refused.get(version_dir) == stamp:
+        refused = self._refused.get(version_dir)
+        if refused is not None and refused[0] == stamp:
             return False
         name, version = version_dir.parent.name, version_dir.name
+        self._loading.add(version_dir)
         try:
             bundle, engine = await asyncio.to_thread(self._load_version, version_dir, config)
         except (BundleError, EngineLoadError) as exc:
-            self._refused[version_dir] = stamp
+            self._refused[version_dir] = (stamp, str(exc))
             self._metrics.model_loads.labels(name, version, "failure").inc()
             logger.error("refusing %s: %s", version_dir, exc)
             return False
+        finally:
+            self._loading.discard(version_dir)
         self._refused.pop(version_dir, None)
         self._metrics.model_loads.labels(name, version, "success").inc()
         self._install(bundle, engine, config)
@@ -237,10 +292,12 @@ class ModelRepository:
         if bundle.manifest.name != version_dir.parent.name or bundle.manifest.version != int(version_dir.name):
             raise BundleError(f"{version_dir} holds {bundle.manifest.name} v{bundle.manifest.version} according to "
                               "its manifest; the folder and the manifest must agree")
-        engine = create_engine(bundle, max_batch_size=config.max_batch_size or self._settings.max_batch_size,
-                               intra_op_threads=self._settings.intra_op_threads,
-                               execution_providers=self._settings.execution_providers,
-                               engine=self._settings.engine, torch_device=self._settings.torch_device)
+        settings = self._settings
+        engine = create_engine(bundle, max_batch_size=config.max_batch_size or settings.max_batch_size,
+                               intra_op_threads=_either(config.intra_op_threads, settings.intra_op_threads),
+                               intra_op_spinning=_either(config.intra_op_spinning, settings.intra_op_spinning),
+                               execution_providers=settings.execution_providers,
+                               engine=config.engine or settings.engine, torch_device=settings.torch_device)
         engine.load()
         return bundle, engine
 
@@ -259,7 +316,10 @@ class ModelRepository:
             name=f"{manifest.name}-v{manifest.version}",
         )
         batcher.start()
-        self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher)
+        decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads or self._settings.decode_threads,
+                                         thread_name_prefix=f"decode-{manifest.name}-v{manifest.version}")
+        self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher,
+                                                                                   decode_pool)
         self._metrics.set_model_info(manifest.name, manifest.version, engine.info.name, engine.info.provider)
         logger.info("serving %s v%d from %s (%s, max batch %d)", manifest.name, manifest.version, bundle.path,
                     engine.info.provider, engine.info.max_batch_size)
@@ -281,6 +341,7 @@ class ModelRepository:
             logger.warning("%s v%d still had requests after %.1f s; stopping it anyway", served.name, served.version,
                            timeout)
         await served.batcher.stop(timeout)
+        served.decode_pool.shutdown(wait=False, cancel_futures=True)
         logger.info("unloaded %s v%d", served.name, served.version)
 
     async def stop(self, timeout_s: float) -> None:
@@ -288,3 +349,5 @@ class ModelRepository:
         models = self.models()
         self._models = {}
         await asyncio.gather(*(model.batcher.stop(timeout_s) for model in models), *self._unloading)
+        for model in models:
+            model.decode_pool.shutdown(wait=False, cancel_futures=True)

@@ -30,11 +30,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+    workers: int = Field(default=1, ge=1, description="server processes sharing the port, each with its own batchers "
+                                                      "and engines (service/workers.py)")
 
     max_batch_size: int = Field(default=16, ge=1, description="upper bound; the engine's max_batch also caps it")
     max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0,
                                       description="longest a batch waits for more requests after its first one")
     max_queue_size: int = Field(default=256, ge=1, description="queued images per model before 503")
+    max_in_flight: int | None = Field(default=None, ge=1, description="inference requests handled at once; more are "
+                                      "answered 503 before their body is read (default: max_queue_size)")
     request_timeout_s: float = Field(default=30.0, gt=0.0, description="whole-request deadline before 504")
 
     max_image_bytes: int = Field(default=20 * MIB, ge=1)
@@ -42,7 +46,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="width * height, checked from the header")
     max_images_per_request: int = Field(default=32, ge=1)
 
-    decode_threads: int = Field(default=4, ge=1, description="threads for decode, preprocess and postprocess")
+    decode_threads: int = Field(default=4, ge=1, description="threads per model for decode, preprocess and "
+                                                           "postprocess")
     engine: Literal["onnxruntime", "tensorrt", "torch"] = Field(
         default="onnxruntime", description="onnxruntime (model.onnx), tensorrt (the bundle's TensorRT plan, run "
                                            "natively), or torch (the bundle's torch.export program)")
@@ -54,8 +59,15 @@ class Settings(BaseSettings):
     execution_providers: Annotated[list[str], NoDecode] = Field(
         default=["auto"], min_length=1, description="onnxruntime providers: auto, or a list such as cuda,cpu")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
-    attention_max_side: int = Field(default=512, ge=1, description="longer side of returned attention maps, px")
+    intra_op_spinning: bool = Field(default=False, description="onnxruntime's idle intra-op threads spin (lower "
+                                                               "latency per op, CPU that decoding cannot use)")
+    attention_max_side: int = Field(default=128, ge=1, description="longer side of attention maps returned as PNG, "
+                                                                    "px (they carry 7x7 to 14x14 values; clients "
+                                                                    "scale them up smoothly)")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
+    keep_alive_s: float = Field(default=75.0, gt=0.0, description="how long an idle client connection is kept open; "
+                                "longer than clients and load balancers keep theirs, so the server never closes a "
+                                "connection a client is about to reuse")
     api_key: SecretStr | None = Field(default=None, description="when set, inference and model routes need it in "
                                                                  "the X-API-Key header; health and metrics stay open")
     repository_poll_s: float = Field(default=5.0, ge=0.0,
@@ -84,6 +96,11 @@ class Settings(BaseSettings):
                 f"{self.max_image_bytes}, so a largest allowed image could never be uploaded; raise the request limit"
             )
         return self
+
+    @property
+    def in_flight_limit(self) -> int:
+        """`max_in_flight`, or `max_queue_size` when unset: about the requests the batch queue can take at once."""
+        return self.max_in_flight if self.max_in_flight is not None else self.max_queue_size
 
     @property
     def log_level_number(self) -> int:

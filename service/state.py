@@ -12,7 +12,7 @@ from service.predictor import Predictor
 from service.repository import ModelRepository
 from service.settings import Settings
 
-__all__ = ["ServiceState", "StateDep", "get_state"]
+__all__ = ["ServiceState", "StateDep", "app_state", "get_state"]
 
 
 @dataclass
@@ -26,10 +26,16 @@ class ServiceState:
     ready: bool = False
 
 
-def get_state(request: Request) -> ServiceState:
+def app_state(request: Request) -> ServiceState:
     """The state of the app handling `request`."""
     state: ServiceState = request.app.state.labelserve
     return state
+
+
+async def get_state(request: Request) -> ServiceState:
+    """Dependency form of `app_state`: async, because FastAPI runs a plain `def` dependency on a worker thread, a
+    thread hop per request for a dictionary lookup."""
+    return app_state(request)
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from labelserve.bundle import Bundle, load_bundle
+from labelserve.image import open_rgb
 from labelserve.preprocess import preprocess
 
 TINY_IMAGE_SIZE = 64
@@ -96,8 +97,7 @@ def reference(tiny_bundle: Bundle) -> Reference:
     session = ort.InferenceSession(str(tiny_bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
 
     def run(data: bytes) -> dict[str, float]:
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
+        rgb = open_rgb(io.BytesIO(data), manifest.input)  # training's decode: DCT scale, EXIF, RGB
         batch = preprocess(rgb, manifest.input)[None]  # [1, 3, H, W]
         logits = session.run([manifest.outputs.logits.name], {manifest.input_name: batch})[0][0]
         probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

@@ -44,12 +44,13 @@ class DataConfig:
     randaugment: bool = False  # RandAugment(2, 9) as ASL/Q2L train; it changes colours, which some labels are
     cutout: float = 0.0  # side of the Cutout hole as a fraction of the image (ASL: 0.5); 0 disables
     include_unlabeled: bool = True
+    jpeg_dct_scaling: bool = True  # large JPEGs decoded at 1/2-1/8 scale in the DCT, here and in the service
 
     def preprocess_spec(self) -> PreprocessSpec:
         """The spec that evaluation uses and the bundle ships."""
         return PreprocessSpec(
             height=self.image_size, width=self.image_size, resize=self.resize, interpolation=self.interpolation,
-            mean=self.mean, std=self.std,
+            mean=self.mean, std=self.std, jpeg_dct_scaling=self.jpeg_dct_scaling,
         )
 
 

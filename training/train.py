@@ -138,7 +138,8 @@ class _Trainer:
         spec = data.preprocess_spec()
         common = {"num_workers": data.workers, "pin_memory": self.device.type == "cuda",
                   "persistent_workers": data.workers > 0}
-        train_data = MultiLabelDataset(self.train_set, train_transform(spec, data.hflip, data.randaugment, data.cutout))
+        train_data = MultiLabelDataset(self.train_set, train_transform(spec, data.hflip, data.randaugment, data.cutout),
+                                       spec)
         drop_last = len(self.train_set.samples) > data.batch_size * self.context.world_size
         sampler = None
         if self.context.enabled:
@@ -146,8 +147,8 @@ class _Trainer:
                                          seed=self.config.seed, drop_last=drop_last)
         train_loader = DataLoader(train_data, batch_size=data.batch_size, shuffle=sampler is None, sampler=sampler,
                                   drop_last=drop_last, generator=generator, **common)
-        val_loader = DataLoader(MultiLabelDataset(self.val_set, eval_transform(spec)), batch_size=data.eval_batch_size,
-                                shuffle=False, **common)
+        val_loader = DataLoader(MultiLabelDataset(self.val_set, eval_transform(spec), spec),
+                                batch_size=data.eval_batch_size, shuffle=False, **common)
         return train_loader, val_loader
 
     def _step_tools(self) -> StepTools:

@@ -16,6 +16,9 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / "dashboards" / "labelserve.json"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 SEL = 'model=~"$model"'
+# The routes that run the model; the `route` label is the full path template (`/v2/models/{name}/infer`, and
+# `.../versions/{version}/infer`). deploy/prometheus/rules.yml alerts on the same regex.
+INFERENCE_ROUTES = "/predict|/v2/models/.+/infer"
 
 
 def _panel(title: str, targets: list[tuple[str, str]], x: int, y: int, unit: str = "short", kind: str = "timeseries",
@@ -43,7 +46,8 @@ def panels() -> list[dict[str, Any]]:
         _panel("Requests by status", [('sum by (route, status) (rate(labelserve_requests_total[$__rate_interval]))',
                                        "{{route}} {{status}}")], 12, 0, "reqps"),
         _panel("Request latency p50 / p90 / p99", _quantiles("labelserve_request_duration_seconds", "route",
-                                                              'route=~"/predict|/v2/models/.*"'), 0, 8, "s"),
+                                                              f'route=~"{INFERENCE_ROUTES}"'), 0, 8, "s",
+               description="The inference routes: /predict and the Open Inference Protocol's infer."),
         _panel("Queue wait p50 / p90 / p99", _quantiles("labelserve_queue_wait_seconds", "model"), 12, 8, "s",
                description="Time an image waits for its batch (bounded by max_queue_delay_ms unless saturated)."),
         _panel("Batch size distribution", [(f"sum by (le) (increase(labelserve_batch_size_bucket{{{SEL}}}"
@@ -63,6 +67,8 @@ def panels() -> list[dict[str, Any]]:
                                                       ("sum(labelserve_requests_in_flight)", "in flight")], 12, 24),
         _panel("Rejections and errors", [("sum by (reason) (rate(labelserve_rejections_total[$__rate_interval]))",
                                           "rejected: {{reason}}"),
+                                         ("sum(rate(labelserve_admission_rejections_total[$__rate_interval]))",
+                                          "refused at the door: server_busy"),
                                          ("sum by (code) (rate(labelserve_errors_total[$__rate_interval]))",
                                           "error: {{code}}")], 0, 32, "reqps"),
         _panel("Model versions served", [("labelserve_model_info", "{{model}} v{{version}} {{engine}}/{{provider}}"),

@@ -22,7 +22,7 @@ class OnnxRuntimeEngine:
     """Runs a bundle's `model.onnx` with onnxruntime."""
 
     def __init__(self, bundle: Bundle, max_batch_size: int, intra_op_threads: int = 0,
-                 providers: Sequence[str] = CPU_PROVIDERS) -> None:
+                 providers: Sequence[str] = CPU_PROVIDERS, spinning: bool = False) -> None:
         """Describe the engine; nothing is loaded until `load()`.
 
         Args:
@@ -30,6 +30,7 @@ class OnnxRuntimeEngine:
             max_batch_size: largest batch the batcher will send (already capped by the bundle's engine range).
             intra_op_threads: onnxruntime intra-op thread count; 0 keeps onnxruntime's default.
             providers: execution providers in order of preference.
+            spinning: let idle intra-op threads spin between parallel sections instead of sleeping.
         """
         spec = bundle.manifest.engine("onnx")
         if spec is None:
@@ -41,6 +42,7 @@ class OnnxRuntimeEngine:
         self._model_path = bundle.file(spec.file)
         self._max_batch_size = min(max_batch_size, spec.max_batch)
         self._intra_op_threads = intra_op_threads
+        self._spinning = spinning
         self._providers = tuple(providers)
         self._session: ort.InferenceSession | None = None
         self._input_dtype: type[np.floating] = np.float32
@@ -51,15 +53,22 @@ class OnnxRuntimeEngine:
         provider = self._session.get_providers()[0] if self._session is not None else self._providers[0]
         return EngineInfo(name="onnxruntime", provider=provider, max_batch_size=self._max_batch_size)
 
+    @property
+    def session_options(self) -> ort.SessionOptions:
+        """The options the loaded session runs with (threads, spinning), for checks and diagnostics."""
+        if self._session is None:
+            raise RuntimeError("OnnxRuntimeEngine.session_options read before load()")
+        return self._session.get_session_options()
+
     def load(self) -> None:
         """Create the session, check its inputs and outputs against the manifest, and warm up."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = self._intra_op_threads
         options.inter_op_num_threads = 1  # one batch at a time; parallelism comes from intra-op threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle intra-op threads would otherwise spin for a while after each batch, taking the cores that decode,
-        # preprocessing and the event loop need between batches.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Off by default: idle intra-op threads would spin for a while after each batch, taking the cores that
+        # decode, preprocessing and the event loop need between batches (per model: config.json, `labelserve tune`).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spinning else "0")
         try:
             session = ort.InferenceSession(str(self._model_path), sess_options=options,
                                            providers=list(self._providers))

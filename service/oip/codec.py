@@ -13,6 +13,7 @@ import binascii
 import json
 import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from service.errors import InvalidParameterError
 
 __all__ = ["HEADER_LENGTH", "InferRequest", "OutputTensor", "RequestedOutput", "Tensor", "decode_request",
-           "encode_response"]
+           "encode_response", "load_json"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _LENGTH = struct.Struct("<I")
+_MAX_RANK = 8  # bounds the work a shape alone can ask for (math.prod of a million huge numbers, ndarray limits)
+_MAX_DIMENSION = 2**31 - 1
 
 
 class InputSpec(BaseModel):
@@ -95,11 +98,25 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def _parse_json(header: bytes) -> InferRequest:
+def load_json(raw: bytes, what: str) -> Any:
+    """Parse a JSON document from a client.
+
+    Raises:
+        InvalidParameterError: not UTF-8, not JSON, or nested too deeply for the decoder (a body of a few hundred
+            KB of `[[[...` makes `json.loads` raise RecursionError, which must not escape as a server error).
+    """
     try:
-        return InferRequest.model_validate(json.loads(header))
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _bad(f"the request header is not valid JSON: {exc}") from None
+        raise _bad(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad(f"{what} is nested too deeply to be parsed") from None
+
+
+def _parse_json(header: bytes) -> InferRequest:
+    document = load_json(header, "the request header")
+    try:
+        return InferRequest.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise _bad(f"the request is not a valid inference request: {problems}") from None
@@ -122,24 +139,51 @@ def _split_bytes_elements(raw: bytes, name: str) -> list[bytes]:
 def _from_json_data(spec: InputSpec, count: int) -> np.ndarray | list[bytes]:
     if spec.data is None:
         raise _bad(f"input {spec.name!r} has neither 'data' nor parameters.binary_data_size")
-    flat = list(_flatten(spec.data))
+    flat = _flatten(spec.data, max_depth=max(1, len(spec.shape)), name=spec.name)
     if len(flat) != count:
         raise _bad(f"input {spec.name!r}: shape {spec.shape} needs {count} values, 'data' has {len(flat)}")
     if spec.datatype == "BYTES":
+        if not all(isinstance(item, str) for item in flat):
+            raise _bad(f"input {spec.name!r}: BYTES elements in JSON must be base64 strings")
         try:
-            return [base64.b64decode(str(item), validate=True) for item in flat]
+            return [base64.b64decode(item, validate=True) for item in flat]
         except (binascii.Error, ValueError):
             raise _bad(f"input {spec.name!r}: BYTES elements in JSON must be base64 strings") from None
+    if not all(isinstance(item, int | float) and not isinstance(item, bool) for item in flat):
+        raise _bad(f"input {spec.name!r}: FP32 'data' must be numbers")
     try:
-        return np.asarray(flat, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise _bad(f"input {spec.name!r}: FP32 'data' must be numbers") from None
+        values = np.asarray(flat, dtype=np.float64)  # ints past float64's range raise OverflowError here
+    except OverflowError:
+        raise _bad(f"input {spec.name!r}: FP32 'data' holds a number too large for a float") from None
+    return _finite_float32(values, spec.name)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
+def _finite_float32(values: np.ndarray, name: str) -> np.ndarray:
+    """Refuse NaN and values outside float32's range: the network would answer NaN, which JSON cannot carry."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        as_float32 = values.astype(np.float32)
+    if not np.isfinite(as_float32).all():
+        raise _bad(f"input {name!r}: FP32 data must be finite numbers within float32's range (no NaN or infinity)")
+    return as_float32
+
+
+def _flatten(data: list[Any], max_depth: int, name: str) -> list[Any]:
+    """The leaves of `data`, nested at most `max_depth` lists deep (the tensor's rank); iterative, so no nesting
+    can exhaust the stack."""
     out: list[Any] = []
-    for item in data:
-        out.extend(_flatten(item) if isinstance(item, list) else [item])
+    stack: list[tuple[Iterator[Any], int]] = [(iter(data), 1)]
+    while stack:
+        items, depth = stack[-1]
+        for item in items:
+            if isinstance(item, list):
+                if depth >= max_depth:
+                    raise _bad(f"input {name!r}: 'data' is nested deeper than the {max_depth} dimensions of its "
+                               "shape")
+                stack.append((iter(item), depth + 1))
+                break
+            out.append(item)
+        else:
+            stack.pop()
     return out
 
 
@@ -153,7 +197,7 @@ def _from_binary(spec: InputSpec, raw: bytes, count: int) -> np.ndarray | list[b
     if len(raw) != 4 * count:
         raise _bad(f"input {spec.name!r}: shape {spec.shape} of FP32 needs {4 * count} bytes, binary_data_size is "
                    f"{len(raw)}")
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    return _finite_float32(np.frombuffer(raw, dtype="<f4"), spec.name)
 
 
 def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest, list[Tensor]]:
@@ -171,18 +215,24 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest
             raise _bad(f"input {spec.name!r} has datatype {spec.datatype}; this server takes FP32 or BYTES")
         if any(d < 0 for d in spec.shape):
             raise _bad(f"input {spec.name!r} has a negative dimension in shape {spec.shape}")
+        if len(spec.shape) > _MAX_RANK or any(d > _MAX_DIMENSION for d in spec.shape):
+            raise _bad(f"input {spec.name!r}: shape {str(spec.shape)[:100]} has more than {_MAX_RANK} dimensions "
+                       f"or one over {_MAX_DIMENSION}")
         count = math.prod(spec.shape)
         size = spec.parameters.get("binary_data_size")
         if size is None:
             values = _from_json_data(spec, count)
         else:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise _bad(f"input {spec.name!r}: binary_data_size {size!r} does not fit the {len(binary) - offset} "
                            "bytes left after the header")
             values = _from_binary(spec, binary[offset:offset + size], count)
             offset += size
         if isinstance(values, np.ndarray):
-            values = values.reshape(spec.shape)
+            try:
+                values = values.reshape(spec.shape)
+            except ValueError as exc:  # an empty tensor whose other dimensions are too large for NumPy
+                raise _bad(f"input {spec.name!r} cannot have shape {spec.shape}: {exc}") from None
         tensors.append(Tensor(spec.name, spec.datatype, tuple(spec.shape), values))
     if offset != len(binary):
         raise _bad(f"{len(binary)} bytes follow the JSON header, but the inputs' binary_data_size add up to {offset}")

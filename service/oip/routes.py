@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Coroutine
 from importlib.metadata import version as package_version
 from typing import Any
@@ -16,12 +17,20 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.errors import InvalidParameterError, NotReadyError, TooManyImagesError
-from service.oip.codec import HEADER_LENGTH, InferRequest, OutputTensor, Tensor, decode_request, encode_response
+from service.oip.codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    OutputTensor,
+    Tensor,
+    decode_request,
+    encode_response,
+    load_json,
+)
 from service.pipeline.postprocess import sigmoid
 from service.predictor import ImageUpload
 from service.repository import ServedModel
 from service.routes._auth import require_api_key
-from service.routes._guard import run_guarded
+from service.routes._guard import read_body, run_guarded
 from service.state import ServiceState, StateDep
 
 __all__ = ["router"]
@@ -33,11 +42,16 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 models_router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+# Triton's platform names for what each engine runs (KServe leaves the field free-form).
+_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "torch_export"}
+
+
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidParameterError(f"model version must be a positive integer, got {text!r}")
+    if not _VERSION.fullmatch(text):
+        raise InvalidParameterError(f"model version must be a positive integer, got {text[:40]!r}")
     return int(text)
 
 
@@ -58,7 +72,7 @@ def _metadata(state: ServiceState, name: str, version: int | None) -> dict[str, 
     return {
         "name": model.name,
         "versions": [str(version)] if version is not None else [str(v) for v in served],
-        "platform": "onnxruntime_onnx",
+        "platform": _PLATFORMS.get(model.engine.info.name, model.engine.info.name),
         "inputs": [{"name": model.manifest.input_name, "datatype": "FP32", "shape": [-1, *model.manifest.input.shape]},
                    {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]}],
         "outputs": _output_specs(model),
@@ -99,6 +113,26 @@ async def model_ready(state: StateDep, name: str, version: str | None = None) ->
     """200 when that model (version) is served, 404 otherwise."""
     state.repository.get(name, _version(version))
     return Response(status_code=200)
+
+
+@models_router.post("/repository/index")
+async def repository_index(request: Request, state: StateDep) -> list[dict[str, str]]:
+    """Triton's model repository extension, read-only: every model version in the repository with its state
+    (READY, LOADING, UNAVAILABLE) and why it is not ready. Body: optional `{"ready": true}` to list only ready ones.
+    Versions are loaded and unloaded by the repository itself (hot reload), never through the API."""
+    body = await read_body(request, state.settings.request_timeout_s)
+    document = load_json(body, "the repository index request") if body.strip() else {}
+    if not isinstance(document, dict) or not isinstance(document.get("ready", False), bool) or set(document) - {
+            "ready"}:
+        raise InvalidParameterError('the repository index request takes an optional {"ready": true|false}, got '
+                                    f"{body[:100]!r}")
+    entries = []
+    for entry in state.repository.index():
+        if document.get("ready", False) and entry.state != "READY":
+            continue
+        item = {"name": entry.name, "version": str(entry.version), "state": entry.state}
+        entries.append({**item, "reason": entry.reason} if entry.reason else item)
+    return entries
 
 
 def _inference(state: ServiceState, model: ServedModel, tensor: Tensor,
@@ -151,7 +185,8 @@ def _gather(model: ServedModel, results: list[dict[str, np.ndarray]], name: str)
 @models_router.post("/models/{name}/versions/{version}/infer")
 async def infer(request: Request, state: StateDep, name: str, version: str | None = None) -> Response:
     """Run the model on a batch of encoded images or preprocessed tensors."""
-    infer_request, tensors = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = await read_body(request, state.settings.request_timeout_s)
+    infer_request, tensors = decode_request(body, request.headers.get(HEADER_LENGTH))
     if len(tensors) != 1:
         raise InvalidParameterError(f"send exactly one input, {BYTES_INPUT!r} or the model's FP32 input; got "
                                     f"{len(tensors)}")

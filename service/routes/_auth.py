@@ -11,9 +11,10 @@ import hmac
 from fastapi import Request
 
 from service.errors import API_KEY_HEADER, UnauthorizedError
-from service.state import ServiceState
+from service.settings import Settings
+from service.state import app_state
 
-__all__ = ["require_api_key"]
+__all__ = ["check_api_key", "require_api_key"]
 
 
 def _presented_key(request: Request) -> str | None:
@@ -24,10 +25,9 @@ def _presented_key(request: Request) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
-async def require_api_key(request: Request) -> None:
-    """Dependency: raise UnauthorizedError (401) unless the configured key, if any, was presented."""
-    state: ServiceState = request.app.state.labelserve
-    expected = state.settings.api_key
+def check_api_key(request: Request, settings: Settings) -> None:
+    """Raise UnauthorizedError (401) unless the configured key, if any, was presented."""
+    expected = settings.api_key
     if expected is None:
         return
     presented = _presented_key(request)
@@ -35,3 +35,8 @@ async def require_api_key(request: Request) -> None:
         raise UnauthorizedError(f"this server needs an API key: send it in the {API_KEY_HEADER} header")
     if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
         raise UnauthorizedError("the API key is not valid")
+
+
+async def require_api_key(request: Request) -> None:
+    """Dependency form of `check_api_key` (async, so FastAPI does not hand it to a worker thread)."""
+    check_api_key(request, app_state(request).settings)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from labelserve.schemas import ErrorBody, ReadyStatus
 from service.errors import NotReadyError
-from service.schemas import ErrorBody, ReadyStatus
 from service.state import StateDep
 
 __all__ = ["router"]

@@ -3,6 +3,7 @@ scrape of the service (GPU gauges only where NVML works), and every query is val
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import re
@@ -63,8 +64,16 @@ def test_every_metric_exists_in_a_real_scrape_and_every_query_parses(
         ok = httpx.post(f"{server.url}/predict", files=[("files", (name, data, "image/jpeg"))], timeout=30)
         ok.raise_for_status()
         httpx.post(f"{server.url}/predict", files=[("files", ("notes.txt", b"text", "text/plain"))], timeout=30)
-        scraped = {sample.name for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
-                   for sample in family.samples}
+        infer = {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                             "data": [base64.b64encode(data).decode()]}]}
+        httpx.post(f"{server.url}/v2/models/tiny/infer", json=infer, timeout=30).raise_for_status()
+        httpx.get(f"{server.url}/v2/models/tiny", timeout=30).raise_for_status()
+        samples = [sample for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
+                   for sample in family.samples]
+        scraped = {sample.name for sample in samples}
+        routes = {sample.labels["route"] for sample in samples if sample.name == "labelserve_requests_total"}
+        selected = {route for route in routes if re.fullmatch(_generator().INFERENCE_ROUTES, route)}
+        assert selected == {"/predict", "/v2/models/{name}/infer"}, routes  # the latency panel sees both, only them
         named = {name for expr in _expressions() for name in _METRIC.findall(expr)}
         missing = {name for name in named - scraped if not name.startswith(_NVML_ONLY)}
         assert not missing, f"the dashboard queries metrics the service does not expose: {sorted(missing)}"

@@ -1,5 +1,6 @@
 """Prometheus for real: promtool validates the shipped config and rules and runs the rule unit tests, and a real
-Prometheus server scrapes a real labelserve process and answers a PromQL query with its request count."""
+Prometheus server scrapes a real labelserve process (one process, or two workers behind one port) and answers a PromQL
+query with its request count."""
 
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ def test_promtool_accepts_the_shipped_files(command: list[str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_real_prometheus_scrapes_the_request_count(model_repository: Path, tmp_path: Path, val_jpegs: Images,
-                                                     prometheus_for: Callable[[str], str]) -> None:
-    server = start_server(model_repository, tmp_path, repository_poll_s="0")
+                                                     prometheus_for: Callable[[str], str], workers: str) -> None:
+    """With two workers each scrape reaches one of them, and still counts the requests both answered."""
+    server = start_server(model_repository, tmp_path, repository_poll_s="0", workers=workers)
     try:
         prometheus = prometheus_for(server.url.removeprefix("http://"))
         sent = 7
@@ -42,6 +45,9 @@ def test_a_real_prometheus_scrapes_the_request_count(model_repository: Path, tmp
             value = query(prometheus, promql)
             time.sleep(0.5)
         assert value == sent, f"{promql} = {value}, expected {sent}"
+        time.sleep(3)  # three more scrapes, each answered by one worker alone
+        assert query(prometheus, promql) == sent
+        assert query(prometheus, "sum(labelserve_workers)") == int(workers)
         assert query(prometheus, 'up{job="labelserve"}') == 1
     finally:
         server.stop()

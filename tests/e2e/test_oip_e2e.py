@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,8 +16,8 @@ import tritonclient.http as triton
 from PIL import Image, ImageOps
 from tritonclient.utils import InferenceServerException
 
-from labelserve.bundle import Bundle
-from labelserve.local_server import ServerProcess
+from labelserve.bundle import MANIFEST_FILENAME, Bundle
+from labelserve.local_server import ServerProcess, start_server
 from labelserve.preprocess import preprocess
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +44,7 @@ def test_health_and_metadata(client: triton.InferenceServerClient, tiny_bundle: 
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     metadata = client.get_model_metadata("tiny")
     assert metadata["versions"] == ["1"]
+    assert metadata["platform"] == "onnxruntime_onnx"
     assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == {"images": "FP32", "image_bytes": "BYTES"}
     outputs = {o["name"]: o["shape"] for o in metadata["outputs"]}
     classes = len(tiny_bundle.manifest.labels)
@@ -97,6 +100,12 @@ def _post_infer(server: ServerProcess, body: bytes, headers: dict[str, str] | No
     return httpx.post(f"{server.url}/v2/models/tiny/infer", content=body, headers=headers or {}, timeout=30)
 
 
+def _fp32(values: list[bytes]) -> bytes:
+    """An FP32 input of shape [1, N] with `values` spliced in as raw JSON text (json.dumps would refuse some)."""
+    return (b'{"inputs": [{"name": "images", "shape": [1, %d], "datatype": "FP32", "data": [' % len(values)
+            + b", ".join(values) + b"]}]}")
+
+
 @pytest.mark.parametrize(("body", "header_length", "fragment"), [
     (b"{not json", None, "not valid JSON"),
     (json.dumps({"inputs": []}).encode(), None, "inputs"),
@@ -115,6 +124,21 @@ def _post_infer(server: ServerProcess, body: bytes, headers: dict[str, str] | No
      None, "must have shape"),
     (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": ["bm90IGFuIGltYWdl"]}]})
      .encode(), None, "not an image"),
+    # each of these reached an unhandled exception (500) before it was caught
+    (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),  # json's RecursionError
+    (_fp32([b"[" * 500 + b"]" * 500]), None, "nested deeper than the 2 dimensions"),
+    (_fp32([str(10**400).encode()]), None, "too large for a float"),  # OverflowError in np.asarray
+    (_fp32([b"1e39"]), None, "within float32's range"),  # would run the network on infinity
+    (_fp32([b"NaN"]), None, "no NaN"),  # answered with NaN, which is not JSON
+    (_fp32([b'"1.0"']), None, "must be numbers"),  # strings were silently converted
+    (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [5]}]}).encode(), None,
+     "base64 strings"),
+    (json.dumps({"inputs": [{"name": "images", "shape": [0, 2**31 - 1, 2**31 - 1, 2**31 - 1], "datatype": "FP32",
+                             "data": []}]}).encode(), None, "cannot have shape"),  # ndarray size limit
+    (json.dumps({"inputs": [{"name": "images", "shape": [10**30], "datatype": "FP32", "data": [1.0]}]}).encode(),
+     None, "more than 8 dimensions or one over"),
+    (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                             "parameters": {"binary_data_size": True}}]}).encode(), None, "binary_data_size True"),
 ])
 def test_malformed_infer_bodies_are_400_with_a_json_error(server: ServerProcess, body: bytes,
                                                           header_length: str | None, fragment: str) -> None:
@@ -145,7 +169,37 @@ def test_requests_the_model_cannot_honour_get_json_errors(server: ServerProcess,
 
 
 def test_a_version_that_is_not_a_number_is_400_and_an_absent_one_404(server: ServerProcess) -> None:
-    bad = httpx.get(f"{server.url}/v2/models/tiny/versions/latest", timeout=10)
-    assert bad.status_code == 400 and "positive integer" in bad.json()["error"]
+    for version in ("latest", "0", "²", "١", "9" * 5000):  # '²'.isdigit() and 5000 digits broke int(): 500
+        bad = httpx.get(f"{server.url}/v2/models/tiny/versions/{version}", timeout=10)
+        assert bad.status_code == 400 and "positive integer" in bad.json()["error"], (version, bad.text)
     absent = httpx.get(f"{server.url}/v2/models/tiny/versions/7", timeout=10)
     assert absent.status_code == 404 and "no served version 7" in absent.json()["error"]
+
+
+def _copy_version(source: Path, root: Path, version: int) -> Path:
+    target = root / "tiny" / str(version)
+    shutil.copytree(source, target)
+    manifest = json.loads((target / MANIFEST_FILENAME).read_text(encoding="utf-8"))
+    (target / MANIFEST_FILENAME).write_text(json.dumps({**manifest, "version": version}), encoding="utf-8")
+    return target
+
+
+def test_repository_index_lists_every_version_with_its_state(model_repository: Path, tmp_path: Path) -> None:
+    """Triton's repository extension, read-only: a served version is READY, a broken one UNAVAILABLE with the reason
+    it was refused; tritonclient reads it."""
+    root = tmp_path / "repository"
+    _copy_version(model_repository / "tiny" / "1", root, 1)
+    broken = _copy_version(model_repository / "tiny" / "1", root, 2)
+    (broken / "model.onnx").write_bytes(b"not a network")
+    with start_server(root, tmp_path, api_key="s3cret", repository_poll_s="0") as server:
+        client = triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
+        index = client.get_model_repository_index(headers={"X-API-Key": "s3cret"})
+        assert index[0] == {"name": "tiny", "version": "1", "state": "READY"}
+        assert index[1]["name"] == "tiny" and index[1]["version"] == "2" and index[1]["state"] == "UNAVAILABLE"
+        assert index[1]["reason"].startswith("refused:") and "sha256" in index[1]["reason"], index[1]
+        ready_only = httpx.post(f"{server.url}/v2/repository/index", json={"ready": True},
+                                headers={"X-API-Key": "s3cret"}, timeout=10)
+        assert ready_only.json() == [index[0]]
+        with pytest.raises(InferenceServerException, match="API key"):
+            client.get_model_repository_index()
+        server.stop()

@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.lean_http import multipart_request
-from bench.load import run_level
 from labelserve.bundle import Bundle
+from labelserve.loadgen import multipart_request, run_level
 from labelserve.local_server import ServerProcess, start_server
 
 Reference = Callable[[bytes], dict[str, float]]

@@ -7,7 +7,17 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from labelserve.preprocess import PreprocessSpec, preprocess, resize
+from labelserve.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PreprocessSpec,
+    dct_scale_factor,
+    normalisation,
+    normalise,
+    preprocess,
+    resize,
+    resize_plan,
+)
 
 
 def test_output_is_normalised_chw_float32() -> None:
@@ -47,3 +57,33 @@ def test_invalid_specs_are_refused() -> None:
         PreprocessSpec(height=10, width=10, std=(0.2, 0.0, 0.2))
     with pytest.raises(ValidationError):
         PreprocessSpec(height=10, width=10, interpolation="lanczos")
+
+
+@pytest.mark.parametrize(("size", "spec_kwargs", "factor"), [
+    ((640, 480), {}, 2),  # 640 // 224 = 2, 480 // 224 = 2
+    ((1792, 1792), {}, 8),
+    ((1791, 1792), {}, 4),  # one pixel short of 8x on one side
+    ((447, 1000), {}, 1),  # under twice the input on one side
+    ((640, 480), {"jpeg_dct_scaling": False}, 1),
+    ((1000, 1000), {"resize": "center_crop"}, 2),  # the crop resizes to 256 first: 1000 // 256 = 3 -> 2
+    ((2048, 1024), {"resize": "center_crop"}, 4),  # shorter side to 256: 1024 // 256 = 4
+])
+def test_dct_scale_factor_leaves_the_resize_enough_pixels(size: tuple[int, int], spec_kwargs: dict,
+                                                          factor: int) -> None:
+    spec = PreprocessSpec(height=224, width=224, **{"jpeg_dct_scaling": True, **spec_kwargs})
+    assert dct_scale_factor(*size, spec) == factor
+    plan = resize_plan(*size, spec)
+    assert size[0] // factor >= plan.width and size[1] // factor >= plan.height
+
+
+@pytest.mark.parametrize(("mean", "std"), [(IMAGENET_MEAN, IMAGENET_STD), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                                           ((0.0, 0.1, 0.9), (1.0, 0.3, 0.07))])
+def test_normalise_by_table_equals_the_formula_bit_for_bit(mean: tuple, std: tuple) -> None:
+    spec = PreprocessSpec(height=16, width=48, mean=mean, std=std)
+    levels = np.arange(16 * 48 * 3, dtype=np.int64).reshape(16, 48, 3) % 256  # every level in every channel
+    image = Image.fromarray(levels.astype(np.uint8))
+    offset, scale = normalisation(spec)
+    formula = ((np.asarray(image, dtype=np.float32) - offset) / scale).transpose(2, 0, 1)
+    out = normalise(image, spec)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == (3, 16, 48)
+    assert np.array_equal(out, formula)

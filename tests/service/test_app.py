@@ -15,7 +15,9 @@ from service_testing import Reference, assert_error, copy_model, image_parts, jp
 from starlette.testclient import TestClient
 
 from labelserve.bundle import Bundle
+from labelserve.schemas import ErrorBody, PredictResponse
 from service.app import create_app
+from service.errors import ServiceError, status_code_for
 from service.settings import Settings
 
 ATOL = 1e-5
@@ -101,9 +103,38 @@ def test_attention_maps_decode_to_the_image_size(client: TestClient, photo_jpegs
     for encoded in photo["attention"].values():
         heatmap = Image.open(io.BytesIO(base64.b64decode(encoded)))
         assert heatmap.format == "PNG" and heatmap.mode == "L"
-        assert heatmap.size == (512, 342)  # 640x427 capped at attention_max_side=512
+        assert heatmap.size == (128, 85)  # 640x427 capped at attention_max_side=128 (427 * 0.2 = 85.4)
         assert np.asarray(heatmap).max() == 255
     assert {Image.open(io.BytesIO(base64.b64decode(v))).size for v in scene["attention"].values()} == {(64, 64)}
+
+
+def test_attention_as_arrays_are_the_networks_own_maps(client: TestClient, tiny_bundle: Bundle,
+                                                       photo_jpegs: list[tuple[str, bytes]]) -> None:
+    import onnxruntime as ort
+
+    from labelserve.image import open_rgb
+    from labelserve.preprocess import preprocess
+
+    name, data = photo_jpegs[0]
+    response = client.post("/predict", files=image_parts((name, data)),
+                           data={"attention": "true", "attention_format": "array", "threshold": "0"})
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    assert "attention" not in result and set(result["attention_maps"]) == set(result["predicted"])
+    manifest = tiny_bundle.manifest
+    session = ort.InferenceSession(str(tiny_bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
+    batch = preprocess(open_rgb(io.BytesIO(data), manifest.input), manifest.input)[None]
+    expected = session.run(["attention"], {"images": batch})[0][0]  # [C, h, w]
+    for label, grid in result["attention_maps"].items():
+        got = np.asarray(grid, dtype=np.float32)
+        assert got.shape == expected.shape[1:]
+        np.testing.assert_allclose(got, expected[manifest.labels.index(label)], atol=1e-6)
+
+
+def test_an_unknown_attention_format_is_422(client: TestClient, val_jpegs: list[tuple[str, bytes]]) -> None:
+    response = client.post("/predict", files=image_parts(val_jpegs[0]),
+                           data={"attention": "true", "attention_format": "jpeg"})
+    assert_error(response, 422, "validation_error", "attention_format")
 
 
 def test_healthz_and_readyz(client: TestClient) -> None:
@@ -124,6 +155,7 @@ def test_models_lists_names_versions_labels_and_input(client: TestClient, tiny_b
     [model] = client.get("/models").json()["models"]
     assert model["name"] == "tiny" and model["version"] == 1
     assert model["labels"] == list(tiny_bundle.manifest.labels)
+    assert model["thresholds"] == list(tiny_bundle.manifest.thresholds)  # what the page decides with
     assert model["input"]["height"] == 64 and model["input"]["width"] == 64
     assert model["attention"] is True
     assert model["max_batch_size"] == 8  # min(settings 16, the bundle's max_batch 8)
@@ -266,3 +298,28 @@ def test_unknown_version_is_404_and_a_served_one_answers(client: TestClient,
     assert_error(response, 404, "model_not_found", "no served version 9")
     served = client.post("/predict", files=image_parts(val_jpegs[0]), data={"version": "1"})
     assert served.status_code == 200 and served.json()["version"] == 1
+
+
+def test_openapi_shows_examples_of_the_answer_and_of_every_error(client: TestClient) -> None:
+    """Each error example on /predict is valid, and its code is one the service really answers with that status."""
+    status_of = {cls.code: status_code_for(cls("x")) for cls in _service_errors()} | {"validation_error": 422}
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/predict"]["post"]["responses"]
+    assert schema["components"]["schemas"]["PredictResponse"]["examples"]
+    PredictResponse.model_validate(schema["components"]["schemas"]["PredictResponse"]["examples"][0])
+    for status in ("400", "401", "404", "413", "415", "422", "500", "503", "504"):
+        examples = responses[status]["content"]["application/json"]["examples"]
+        assert examples, status
+        for example in examples.values():
+            body = ErrorBody.model_validate(example["value"])
+            assert status_of[body.code] == int(status), (status, body.code)
+
+
+def _service_errors() -> list[type[ServiceError]]:
+    found, pending = [], [ServiceError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "code" in vars(cls):
+            found.append(cls)
+    return found

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from labelserve.preprocess import PreprocessSpec, dct_scale_factor
 from service.errors import ImageTooLargeError, InvalidImageError, UnsupportedImageError
 from service.pipeline.decode import DecodeLimits, decode_image
 
@@ -160,3 +161,22 @@ def test_the_fast_jpeg_path_gives_pillows_pixels_and_pillows_errors(photo_jpegs:
     for fast_jpeg in (True, False):
         with pytest.raises(InvalidImageError, match="truncated"):
             decode_image(truncated, "half.jpg", limits, fast_jpeg=fast_jpeg)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("size", [(64, 64), (65, 63), (129, 130), (255, 257), (300, 97), (513, 129)])
+def test_simplejpeg_at_a_dct_scale_equals_pillows_draft(size: tuple[int, int], mode: str) -> None:
+    spec = PreprocessSpec(height=32, width=32, jpeg_dct_scaling=True)
+    pixels = np.random.default_rng(size[0]).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(pixels).convert(mode), "JPEG", quality=85)
+    factor = dct_scale_factor(*size, spec)
+    fast = decode_image(data, "x.jpg", LIMITS, fast_jpeg=True, spec=spec)
+    pillow = decode_image(data, "x.jpg", LIMITS, fast_jpeg=False, spec=spec)
+    assert fast.size == pillow.size == (-(-size[0] // factor), -(-size[1] // factor))
+    assert np.array_equal(np.asarray(fast), np.asarray(pillow))
+
+
+def test_dct_scaling_leaves_other_formats_at_full_size() -> None:
+    spec = PreprocessSpec(height=32, width=32, jpeg_dct_scaling=True)
+    png = _encode(Image.new("RGB", (256, 256), (1, 2, 3)), "PNG")
+    assert decode_image(png, "x.png", LIMITS, spec=spec).size == (256, 256)

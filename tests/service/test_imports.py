@@ -8,7 +8,8 @@ import sys
 
 _CHECK = """
 import sys
-import service.app, service.__main__, service.repository, service.engines.onnxruntime
+import service.app, service.__main__, service.server, service.workers, service.repository
+import service.engines.onnxruntime
 import service.engines.tensorrt_plan, service.engines.cuda_runtime
 service.app.create_app
 bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "torchvision", "timm", "training", "export"})

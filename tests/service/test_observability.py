@@ -65,6 +65,24 @@ def test_errors_are_counted_by_route_and_code(model_repository: Path) -> None:
         assert registry.get_sample_value("labelserve_errors_total", {"route": "unmatched", "code": "not_found"}) == 1
 
 
+def test_the_route_label_is_the_full_template_of_nested_routers(model_repository: Path) -> None:
+    """The OIP routes live on a router included under /v2: their label must keep the prefix (it read
+    `/models/{name}/infer`), and every label is one of the app's documented path templates."""
+    with TestClient(create_app(Settings(model_repository=model_repository))) as client:
+        client.post("/v2/models/tiny/infer", content=b"{not json")
+        client.post("/v2/models/tiny/versions/1/infer", content=b"{}")
+        client.get("/v2/models/tiny")
+        client.get("/healthz")
+        registry = client.app.state.labelserve.metrics.registry
+        routes = {sample.labels["route"] for family in registry.collect() if family.name == "labelserve_requests"
+                  for sample in family.samples if "route" in sample.labels}
+        assert {"/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/v2/models/{name}",
+                "/healthz"} <= routes
+        assert routes <= set(client.get("/openapi.json").json()["paths"]) | {"/openapi.json"}
+        assert registry.get_sample_value("labelserve_errors_total",
+                                         {"route": "/v2/models/{name}/infer", "code": "invalid_parameter"}) == 1
+
+
 @pytest.mark.skipif(_nvml_works(), reason="NVML works here; the CPU-only behaviour cannot be observed")
 def test_without_nvml_there_are_no_gpu_series_and_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     registry = CollectorRegistry()

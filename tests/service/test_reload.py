@@ -138,3 +138,34 @@ def test_a_removed_model_folder_is_unloaded(model_repository: Path, tmp_path: Pa
         assert _served(repository) == [("tiny", 1)]
 
     _run(tmp_path, scenario)
+
+
+def test_engine_threads_spinning_and_decode_threads_from_config_json(model_repository: Path, tmp_path: Path) -> None:
+    copy_model(model_repository / "tiny" / "1", tmp_path, "tiny", 1)
+    copy_model(model_repository / "tiny" / "1", tmp_path, "other", 1)
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(
+        {"intra_op_threads": 1, "intra_op_spinning": True, "decode_threads": 3}))
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"engine": "torch"}))
+
+    async def scenario(repository: ModelRepository, metrics: Metrics, root: Path) -> None:
+        tuned = repository.get("tiny")
+        options = tuned.engine.session_options  # type: ignore[attr-defined]
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        assert tuned.decode_pool._max_workers == 3
+        other = repository.get("other")
+        assert other.engine.info.name == "torch"  # the per-model engine beats the service's onnxruntime
+        assert other.decode_pool._max_workers == Settings(model_repository=root).decode_threads
+
+    _run(tmp_path, scenario)
+
+
+def test_the_service_defaults_apply_without_config_json(model_repository: Path, tmp_path: Path) -> None:
+    copy_model(model_repository / "tiny" / "1", tmp_path, "tiny", 1)
+
+    async def scenario(repository: ModelRepository, metrics: Metrics, root: Path) -> None:
+        options = repository.get("tiny").engine.session_options  # type: ignore[attr-defined]
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.intra_op_num_threads == 0
+
+    _run(tmp_path, scenario)

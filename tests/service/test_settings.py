@@ -17,7 +17,7 @@ def test_defaults() -> None:
     assert (settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size) == (16, 5.0, 256)
     assert settings.max_image_bytes == 20 * 2**20 and settings.max_request_bytes == 64 * 2**20
     assert settings.max_image_pixels == 40_000_000 and settings.max_images_per_request == 32
-    assert (settings.decode_threads, settings.intra_op_threads, settings.attention_max_side) == (4, 0, 512)
+    assert (settings.decode_threads, settings.intra_op_threads, settings.attention_max_side) == (4, 0, 128)
     assert settings.request_timeout_s == 30 and settings.drain_timeout_s == 30
 
 

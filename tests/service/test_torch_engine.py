@@ -33,6 +33,7 @@ def test_torch_engine_answers_like_onnxruntime(model_repository: Path, val_jpegs
     with TestClient(create_app(settings)) as client:
         models = client.get("/models").json()["models"]
         assert models[0]["engine"] == "torch/cpu"
+        assert client.get("/v2/models/tiny").json()["platform"] == "torch_export"  # the engine serving, not ONNX
         images = val_jpegs[:4] + photo_jpegs
         results = client.post("/predict", files=image_parts(*images)).json()["results"]
     for result, (_, data) in zip(results, images, strict=True):

@@ -3,7 +3,8 @@
 Training evaluates with `load_rgb` + `eval_transform`; the service decodes uploaded bytes with `decode_image` and
 preprocesses with `to_network_input`. The metrics measured in training are only the service's metrics if these
 agree, including for the awkward files: EXIF-rotated phone JPEGs, PNGs with alpha, greyscale and palette images,
-and 16-bit greyscale PNG/TIFF (which Pillow's own RGB conversion clips to white).
+and 16-bit greyscale PNG/TIFF (which Pillow's own RGB conversion clips to white), and with specs that decode large
+JPEGs at a DCT scale (both of the service's JPEG decoders against training's Pillow draft).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 
 from labelserve.bundle import Bundle
+from labelserve.preprocess import PreprocessSpec
 from service.pipeline import DecodeLimits, decode_image, to_network_input
 from training.data.dataset import load_rgb
 from training.data.transforms import eval_transform
@@ -50,18 +52,39 @@ def _sixteen_bit_files(photo: Image.Image, root: Path) -> list[Path]:
     return paths
 
 
+def _spec_variants(spec: PreprocessSpec) -> dict[str, PreprocessSpec]:
+    """The bundle's spec, and DCT-scaled variants (the 640x427 photos are 5-10x the 64 px input: factor 4)."""
+    return {"bundle": spec, "dct squash": spec.model_copy(update={"jpeg_dct_scaling": True}),
+            "dct center_crop": spec.model_copy(update={"jpeg_dct_scaling": True, "resize": "center_crop"})}
+
+
+@pytest.mark.parametrize("variant", ["bundle", "dct squash", "dct center_crop"])
 def test_training_and_service_preprocess_every_file_identically(tiny_bundle: Bundle, photo_dir: Path,
                                                                  tiny_dataset: Path, sample_photos: list[Image.Image],
-                                                                 tmp_path: Path) -> None:
-    spec = tiny_bundle.manifest.input
+                                                                 tmp_path: Path, variant: str) -> None:
+    spec = _spec_variants(tiny_bundle.manifest.input)[variant]
     files = [*sorted(photo_dir.glob("*.jpg")), *sorted((tiny_dataset / "images" / "val").glob("*.jpg"))[:4],
              *_awkward_files(sample_photos[0], tmp_path)]
     training_view = eval_transform(spec)
     for path in files:
-        trained_on = training_view(load_rgb(str(path))).numpy()
-        served = to_network_input(decode_image(path.read_bytes(), path.name, _LIMITS), spec)
-        assert served.shape == trained_on.shape == spec.shape
-        assert np.abs(served - trained_on).max() <= 1e-5, path.name
+        trained_on = training_view(load_rgb(str(path), spec)).numpy()
+        for fast_jpeg in (True, False):  # simplejpeg and Pillow
+            served = to_network_input(decode_image(path.read_bytes(), path.name, _LIMITS, fast_jpeg, spec), spec)
+            assert served.shape == trained_on.shape == spec.shape
+            assert np.abs(served - trained_on).max() <= 1e-5, (path.name, fast_jpeg)
+
+
+def test_dct_scaling_really_decodes_smaller_on_both_paths(tiny_bundle: Bundle, sample_photos: list[Image.Image],
+                                                          tmp_path: Path) -> None:
+    spec = _spec_variants(tiny_bundle.manifest.input)["dct squash"]
+    rotated = _awkward_files(sample_photos[0], tmp_path)[0]  # 640x427 stored, shown 427x640
+    plain = tmp_path / "plain.jpg"
+    sample_photos[0].save(plain, quality=90)
+    assert load_rgb(str(plain), spec).size == decode_image(plain.read_bytes(), "p", _LIMITS, True, spec).size == (
+        160, 107)  # ceil(640 / 4) x ceil(427 / 4)
+    assert load_rgb(str(rotated), spec).size == decode_image(rotated.read_bytes(), "r", _LIMITS, True, spec).size == (
+        107, 160)
+    assert load_rgb(str(plain)).size == (640, 427)  # without a spec: full size
 
 
 def test_exif_rotation_is_applied_on_both_paths(sample_photos: list[Image.Image], tmp_path: Path) -> None:

@@ -1,0 +1,30 @@
+"""<repository>/<model>/config.json: every key optional, bad values refused with the file named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.model_config import ModelConfig, ModelConfigError, load_model_config
+
+
+def test_absent_file_means_service_defaults(tmp_path: Path) -> None:
+    assert load_model_config(tmp_path) == ModelConfig()
+
+
+def test_every_key_reads_back(tmp_path: Path) -> None:
+    keys = {"version_policy": {"latest": 2}, "max_batch_size": 8, "max_queue_delay_ms": 2.5, "max_queue_size": 64,
+            "engine": "torch", "intra_op_threads": 2, "intra_op_spinning": True, "decode_threads": 3}
+    (tmp_path / "config.json").write_text(json.dumps(keys))
+    assert load_model_config(tmp_path).model_dump(exclude={"version_policy"}) == {
+        k: v for k, v in keys.items() if k != "version_policy"}
+
+
+@pytest.mark.parametrize("bad", [{"engine": "tensorflow"}, {"decode_threads": 0}, {"intra_op_threads": -1},
+                                 {"intra_op_spinning": "sometimes"}, {"max_batch_size": 0}, {"unknown_key": 1}])
+def test_bad_values_are_refused_naming_the_file(tmp_path: Path, bad: dict) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(ModelConfigError, match=r"config\.json"):
+        load_model_config(tmp_path)

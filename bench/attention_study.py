@@ -6,7 +6,8 @@
 For each checkpoint (models that differ in architecture: encoder layers, decoder layers, feature stride; `--train`
 trains those of `ARCHITECTURES` on an accuracy preset's data, like bench/accuracy.py's query2label+ASL row) the
 cross-attention of every decoder layer and head is captured with forward hooks, then reduced in each of the ways in
-`READOUTS` (which layer, how heads are combined, before or after the softmax). Each map is resized with the
+`READOUTS` (which layer, how heads are combined, before or after the softmax), beside the model's own exported
+readout (Query2Label's default "relevance", training/models/query2label.py). Each map is resized with the
 service's own `upsample_attention` to the size `/predict` returns and scored like bench/pointing.py. Linear-head
 checkpoints are scored on their class activation map for comparison. Prints a table and writes JSON
 (bench/results/attention-study-*.json).
@@ -42,6 +43,7 @@ def _softmax_mean(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=-1).mean(dim=1)  # average of the heads' distributions
 
 
+EXPORTED = "relevance: attention x value's logit contribution, both layers, rolled through the encoder (exported)"
 READOUTS: dict[str, Readout] = {
     "last layer, mean of heads' softmax": lambda layers: _softmax_mean(layers[-1]),
     "first layer, mean of heads' softmax": lambda layers: _softmax_mean(layers[0]),
@@ -68,23 +70,33 @@ def architectures(width: int) -> dict[str, Row]:
 
 
 def capture_cross_attention(head: Query2LabelHead) -> tuple[list[torch.Tensor], Callable[[], None]]:
-    """Hooks that store each decoder layer's pre-softmax cross-attention logits `[B, heads, K, HW]` per forward.
+    """Wrap each decoder layer's cross-attention so it stores its pre-softmax logits `[B, heads, K, HW]` per forward.
 
-    Returns the list the hooks fill (cleared by the caller between batches) and a function removing the hooks.
+    The decoder calls `MultiHeadAttention.attend` (module forward hooks do not see it), so the instances' `attend`
+    is wrapped. Returns the list the wrappers fill (cleared by the caller between batches) and a function removing
+    the wrappers.
     """
     captured: list[torch.Tensor] = []
+    modules = [layer.cross_attn for layer in head.decoder]
 
-    def hook(module: MultiHeadAttention, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
-        query, key = inputs[0], inputs[1]
-        q = module._split(module.q_proj(query)) * module.head_dim**-0.5
-        k = module._split(module.k_proj(key))
-        captured.append((q @ k.transpose(-2, -1)).detach())
+    def wrap(module: MultiHeadAttention) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        attend = module.attend
 
-    handles = [layer.cross_attn.register_forward_hook(hook) for layer in head.decoder]
+        def recording(query: torch.Tensor, key: torch.Tensor,
+                      value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            q = module._split(module.q_proj(query)) * module.head_dim**-0.5
+            k = module._split(module.k_proj(key))
+            captured.append((q @ k.transpose(-2, -1)).detach())
+            return attend(query, key, value)
+
+        return recording
+
+    for module in modules:
+        module.attend = wrap(module)  # type: ignore[method-assign]
 
     def remove() -> None:
-        for handle in handles:
-            handle.remove()
+        for module in modules:
+            del module.attend  # the class's method again
 
     return captured, remove
 
@@ -96,7 +108,9 @@ def study_checkpoint(checkpoint_path: Path, annotations: Path, batch_size: int =
     model = model_from_checkpoint(checkpoint)
     data = read_split("coco", annotations, labels=tuple(checkpoint.labels))
     head = model.head
-    readouts: dict[str, Readout | None] = dict(READOUTS) if isinstance(head, Query2LabelHead) else {"own": None}
+    # None: the model's own `attention` output (for Query2Label its default relevance readout, what is exported)
+    readouts: dict[str, Readout | None] = ({EXPORTED: None, **READOUTS} if isinstance(head, Query2LabelHead)
+                                           else {"own": None})
     captured, remove = capture_cross_attention(head) if isinstance(head, Query2LabelHead) else ([], lambda: None)
     totals = {name: [0, 0] for name in readouts}
     try:

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import torch
 
-from bench.attention_study import READOUTS, capture_cross_attention, study_checkpoint
+from bench.attention_study import EXPORTED, READOUTS, capture_cross_attention, study_checkpoint
 from training.models import create_model
 
 
-def test_the_default_readout_is_the_models_own_attention() -> None:
+def test_the_last_layer_readout_is_the_softmax_readouts_own_attention() -> None:
     torch.manual_seed(0)
     model = create_model("query2label", "test_resnet", 5, head_kwargs={"hidden_dim": 32, "keep_input_proj": True,
-                                                                       "ffn_dim": 64, "dec_layers": 2}).eval()
+                                                                       "ffn_dim": 64, "dec_layers": 2,
+                                                                       "attention_readout": "softmax"}).eval()
     captured, remove = capture_cross_attention(model.head)
     with torch.no_grad():
         output = model(torch.randn(3, 3, 64, 64))
@@ -30,5 +31,5 @@ def test_the_default_readout_is_the_models_own_attention() -> None:
 
 def test_every_readout_is_scored_on_a_real_checkpoint(tiny_checkpoint: Path, tiny_dataset: Path) -> None:
     result = study_checkpoint(tiny_checkpoint, tiny_dataset / "annotations" / "instances_val.json")
-    assert set(result["readouts"]) == set(READOUTS)
+    assert set(result["readouts"]) == {EXPORTED, *READOUTS}
     assert result["pairs"] > 0 and all(0.0 <= v <= 1.0 for v in result["readouts"].values())

@@ -189,7 +189,7 @@ def _served_pointing(checkpoint: Path, config_data: Any, out: Path) -> float | N
 
 def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -> dict[str, Any]:
     """Train one method and collect its numbers (`served_pointing`: export it and score its served attention)."""
-    row_started = time.perf_counter()
+    row_started, cpu_started = time.perf_counter(), time.process_time()
     recipe, overrides = row_overrides(row, preset, out)
     config = load_config(recipe, overrides)
     started = time.perf_counter()
@@ -211,6 +211,8 @@ def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -
                                           resolve_torch_device(config.device)),
         "train_seconds": train_seconds, "epochs_run": len(result.history),
         "row_seconds": time.perf_counter() - row_started, "threads": torch.get_num_threads(),
+        # CPU time of this process (all its threads): what the row costs, whatever else the machine was running
+        "row_cpu_seconds": time.process_time() - cpu_started,
     }
 
 

@@ -26,7 +26,7 @@ import torch
 
 from bench._common import RESULTS_DIR, format_table, write_results
 from bench.accuracy import CACHE, PRESETS, Row, rows, run_row
-from bench.pointing import _hits
+from bench.pointing import SERVED_MAX_SIDE, _hits
 from labelserve.preprocess import preprocess
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.data.dataset import load_rgb
@@ -102,7 +102,7 @@ def capture_cross_attention(head: Query2LabelHead) -> tuple[list[torch.Tensor], 
 
 
 def study_checkpoint(checkpoint_path: Path, annotations: Path, batch_size: int = 50,
-                     max_side: int = 512) -> dict[str, Any]:
+                     max_side: int = SERVED_MAX_SIDE) -> dict[str, Any]:
     """Pointing game of every readout of one checkpoint (or of its own attention output for other heads)."""
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)

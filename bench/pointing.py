@@ -4,11 +4,12 @@
 
 Every validation image goes through the service's own path (decode, preprocess, onnxruntime on `model.onnx`); each
 present label's map is resized with `service.pipeline.postprocess.upsample_attention` to the size `/predict` returns
-(`attention_size`, longer side <= 512). A hit is the brightest pixel of that map falling inside one of the label's
-boxes. Bilinear upsampling makes flat tops (a peak in an edge cell stays at its value from the cell's centre out to
-the border), so among equally bright pixels the point is the one nearest the image centre (for an edge cell, its
-centre), not the first in row order (which would always sit on the top or left border). Training's
-`pointing_game` scores the raw `h x w` maps at their cell centres; this is the figure a user would measure.
+(`attention_size`, longer side at most the service's default `attention_max_side`, 128 px). A hit is the brightest
+pixel of that map falling inside one of the label's boxes. Bilinear upsampling makes flat tops (a peak in an edge
+cell stays at its value from the cell's centre out to the border), so among equally bright pixels the point is the
+one nearest the image centre (for an edge cell, its centre), not the first in row order (which would always sit on
+the top or left border). Training's `pointing_game` scores the raw `h x w` maps at their cell centres; this is the
+figure a user would measure.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import onnxruntime as ort
 
 from labelserve.bundle import MANIFEST_FILENAME, Bundle, list_versions, load_bundle
 from service.pipeline import DecodeLimits, decode_image, to_network_input
-from service.pipeline.postprocess import attention_size, upsample_attention
+from service.pipeline.postprocess import PostprocessOptions, attention_size, upsample_attention
 from training.data.readers import read_split
 from training.data.samples import MultiLabelSample
 
-__all__ = ["brightest_point", "open_bundle", "served_pointing_game"]
+__all__ = ["SERVED_MAX_SIDE", "brightest_point", "open_bundle", "served_pointing_game"]
 
 _NO_LIMITS = DecodeLimits(max_image_bytes=1 << 40, max_image_pixels=1 << 40)
+SERVED_MAX_SIDE = PostprocessOptions().attention_max_side  # the size /predict returns maps at unless asked otherwise
 
 
 def open_bundle(path: Path) -> Bundle:
@@ -66,7 +68,7 @@ def _hits(sample: MultiLabelSample, maps: np.ndarray, image_size: tuple[int, int
 
 
 def served_pointing_game(bundle: Bundle, annotations: Path, image_root: Path | None = None, batch_size: int = 32,
-                         max_side: int = 512) -> dict[str, float]:
+                         max_side: int = SERVED_MAX_SIDE) -> dict[str, float]:
     """Pointing game of `bundle`'s exported attention on a COCO-format split with boxes.
 
     Returns:

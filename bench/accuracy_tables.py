@@ -58,6 +58,8 @@ def _ablation(documents: list[dict[str, Any]]) -> str:
     caption = (f"`python -m bench.aam_ablation --preset {document['preset']}`: {_preset_line(document)}; "
                f"{document['created_at'][:10]}, {_minutes(document.get('wall_seconds'))} in all. "
                "Δ is mAP against the same head with ASL.")
+    if document.get("source"):
+        caption += f" {document['source']}"
     baseline: dict[str, float] = {}
     rows = []
     for r in document["rows"]:
@@ -69,6 +71,19 @@ def _ablation(documents: list[dict[str, Any]]) -> str:
     return caption + "\n\n" + markdown_table(["head", "variant", "mAP", "Δ mAP", "CF1", "train s"], rows, 2)
 
 
+def _attention_study(documents: list[dict[str, Any]]) -> str:
+    document = documents[0]
+    caption = (f"`python -m bench.attention_study` on `{document['annotations']}` "
+               f"({document['rows'][0]['pairs']} label/box pairs), {document['created_at'][:10]}: pointing game of "
+               "each way of reading a model's attention, upsampled as `/predict` returns it.")
+    if document.get("source"):
+        caption += f" {document['source']}"
+    rows = [[r["model"], readout, "x".join(map(str, r["grid"])), _pct(r["mAP"]), _pct(value)]
+            for r in document["rows"] for readout, value in r["readouts"].items()]
+    return caption + "\n\n" + markdown_table(["model", "readout", "grid", "mAP", "pointing game"], rows, 2)
+
+
+register_table("attention-study-pretrained", "bench/results/attention-study-pretrained.json")(_attention_study)
 for _preset in ("cpu", "pretrained", "gpu"):
     register_table(f"accuracy-{_preset}", f"bench/results/accuracy-{_preset}.json")(_accuracy)
 for _preset in ("cpu", "pretrained"):

@@ -127,4 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m`, this file is `__main__`, while table modules register into `bench.readme_tables`: use that
+    from bench.readme_tables import main as registered_main
+
+    sys.exit(registered_main())

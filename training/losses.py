@@ -76,41 +76,56 @@ class AsymmetricLoss(nn.Module):
 class AsymmetricAngularMarginLoss(nn.Module):
     """Asymmetric Angular Margin loss (Prokofiev & Sovrasov, arXiv 2209.06585) for cosine heads.
 
-    The head's logits are `scale * cos(theta)`; with s = scale:
-    p+ = sigmoid(s (cos - m)), p- = sigmoid(-s (cos + m));
-    L = -(1/B) sum w [ (k/s) y log p+ + ((1-k)/s) (1-y) log p- ], with focusing weights (as deep-object-reid's
-    AMBinaryLoss) w = min(p- + clip, 1)^gamma_pos for positives and p+^gamma_neg for negatives when a gamma > 0.
+    Follows deep-object-reid's `AMBinaryLoss` (multilabel branch, c92f63d8). The head's logits are `s * cos(theta)`;
+    p+ = sigmoid(s (cos - m)), p- = sigmoid(-s (cos + m)). When a gamma is positive, p- is shifted,
+    p- <- min(p- + clip, 1) (ASL's probability margin: it enters the negatives' log too), and the focusing weights
+    are w = p-^gamma_pos for positives and p+^gamma_neg for negatives (not detached); otherwise w = 1. Then
+    L = -sum_{b,j} w [ (k/s) y log p+ + ((1-k)/s) (1-y) log p- ], summed over the batch as the reference does
+    (`reduction="batchmean"` divides by the batch size). Targets < 0 are ignored.
 
     Args:
         scale: the head's logit scale s (training passes the head's own value, so the two cannot disagree).
         margin: angular margin m (0.35 in the reference class; the released configs use 0).
         k: positive/negative balance (SphereFace2 style; 0.8 in the class, 0.7 in the released configs).
-        gamma_pos: focusing exponent on positives.
-        gamma_neg: focusing exponent on negatives.
-        clip: probability shift of p- used in the positives' weights.
+        gamma_pos: focusing exponent on positives (0 in the released configs).
+        gamma_neg: focusing exponent on negatives (0 in the released configs).
+        clip: probability shift of p- (0.05, the reference's default; used only when a gamma is positive).
+        reduction: `sum` over images and labels (the reference) or `batchmean` (the sum divided by the batch size).
     """
 
     def __init__(
         self, scale: float, margin: float = 0.35, k: float = 0.8, gamma_pos: float = 0.0, gamma_neg: float = 0.0,
-        clip: float = 0.05,
+        clip: float = 0.05, reduction: Literal["sum", "batchmean"] = "sum",
     ) -> None:
         super().__init__()
         if scale <= 0 or not 0 < k < 1:
             raise ValueError(f"need scale > 0 and 0 < k < 1, got scale={scale}, k={k}")
+        if gamma_pos < 0 or gamma_neg < 0 or not 0 <= clip < 1:
+            raise ValueError(f"need gammas >= 0 and 0 <= clip < 1, got {gamma_pos}, {gamma_neg}, {clip}")
+        if reduction not in ("sum", "batchmean"):
+            raise ValueError(f"reduction must be 'sum' or 'batchmean', got {reduction!r}")
         self.scale, self.margin, self.k = scale, margin, k
         self.gamma_pos, self.gamma_neg, self.clip = gamma_pos, gamma_neg, clip
+        self.reduction = reduction
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         s = self.scale
         cos = logits.float() / s
+        known = (targets >= 0).float()  # the reference drops entries with a negative target
+        targets = targets.float().clamp(min=0.0)
         log_pos = F.logsigmoid(s * (cos - self.margin))
         log_neg = F.logsigmoid(-s * (cos + self.margin))
-        loss = (self.k / s) * targets * log_pos + ((1 - self.k) / s) * (1 - targets) * log_neg
+        weight = known
         if self.gamma_pos > 0 or self.gamma_neg > 0:
-            prob_neg = (log_neg.exp() + self.clip).clamp(max=1.0) if self.clip > 0 else log_neg.exp()
+            prob_neg = log_neg.exp()
+            if self.clip > 0:
+                prob_neg = (prob_neg + self.clip).clamp(max=1.0)
+                log_neg = torch.log(prob_neg)
             base = prob_neg * targets + log_pos.exp() * (1 - targets)
-            loss = loss * torch.pow(base, self.gamma_pos * targets + self.gamma_neg * (1 - targets))
-        return -loss.sum() / logits.shape[0]
+            weight = weight * torch.pow(base, self.gamma_pos * targets + self.gamma_neg * (1 - targets))
+        loss = (self.k / s) * targets * log_pos + ((1 - self.k) / s) * (1 - targets) * log_neg
+        total = -(loss * weight).sum()
+        return total / logits.shape[0] if self.reduction == "batchmean" else total
 
 
 _LOSSES: dict[str, type[nn.Module]] = {

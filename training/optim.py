@@ -39,7 +39,8 @@ def build_scheduler(
     total = max(1, config.epochs * steps_per_epoch)
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
-                                                   pct_start=config.pct_start)
+                                                   pct_start=config.pct_start, div_factor=config.onecycle_div_factor,
+                                                   final_div_factor=config.onecycle_final_div_factor)
     warmup = int(config.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:

@@ -71,10 +71,15 @@ def _read_splits(config: TrainConfig) -> tuple[MultiLabelSet, MultiLabelSet]:
 
 def _build_model(config: TrainConfig, train_set: MultiLabelSet) -> MultiLabelModel:
     m = config.model
-    return create_model(m.head, m.backbone, len(train_set.labels), pretrained=m.pretrained,
-                        checkpoint_path=m.checkpoint_path, feature_index=m.feature_index, head_kwargs=m.head_kwargs,
-                        backbone_kwargs=m.backbone_kwargs,
-                        label_statistics=LabelStatistics.from_targets(train_set.targets()))
+    model = create_model(m.head, m.backbone, len(train_set.labels), pretrained=m.pretrained,
+                         pretrained_source=m.pretrained_source, checkpoint_path=m.checkpoint_path,
+                         feature_index=m.feature_index, head_kwargs=m.head_kwargs, backbone_kwargs=m.backbone_kwargs,
+                         label_statistics=LabelStatistics.from_targets(train_set.targets()))
+    packaged = model.backbone.packaged_weights
+    if packaged is not None and (tuple(config.data.mean), tuple(config.data.std)) != (packaged.mean, packaged.std):
+        logger.warning("%s's pretrained weights expect mean %s and std %s, but data.mean is %s and data.std %s",
+                       m.backbone, packaged.mean, packaged.std, config.data.mean, config.data.std)
+    return model
 
 
 def _build_criterion(config: TrainConfig, model: MultiLabelModel) -> torch.nn.Module:

@@ -1,5 +1,6 @@
 """`labelserve visualize`: one picture of what a model sees — the image, its top labels, and an attention overlay per
-predicted label. Works from a training checkpoint (PyTorch) or an exported bundle (onnxruntime).
+predicted label, one row per image. Works from a training checkpoint (PyTorch) or an exported bundle (onnxruntime,
+the file the service runs).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from labelserve.bundle import MANIFEST_FILENAME, list_versions, load_bundle
 from labelserve.image import open_rgb
 from labelserve.preprocess import PreprocessSpec, preprocess
 
-__all__ = ["Prediction", "predict_file", "render_prediction"]
+__all__ = ["Prediction", "predict_file", "render_panel", "render_prediction"]
 
 
 @dataclass(frozen=True)
@@ -70,26 +71,44 @@ def predict_file(model_path: Path, image_path: Path) -> tuple[Image.Image, Predi
     return image, predict(model_path, image)
 
 
-def render_prediction(image: Image.Image, prediction: Prediction, out: Path, top_k: int = 5,
-                      max_maps: int = 6) -> Path:
-    """Save a PNG: the image with its top-k labels, then one overlay per predicted label (up to `max_maps`)."""
+def _predicted(prediction: Prediction, max_maps: int) -> list[int]:
     order = np.argsort(-prediction.probs)
-    predicted = [i for i in order if prediction.probs[i] >= prediction.thresholds[i]][:max_maps]
-    panels = 1 + (len(predicted) if prediction.attention is not None else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.2 + 0.16 * top_k), squeeze=False,
-                             layout="constrained")
-    axes[0, 0].imshow(image)
+    return [int(i) for i in order if prediction.probs[i] >= prediction.thresholds[i]][:max_maps]
+
+
+def _draw_row(axes: np.ndarray, image: Image.Image, prediction: Prediction, top_k: int, max_maps: int) -> None:
+    """The image with its top-k labels in `axes[0]`, one overlay per predicted label in the next axes."""
+    order = np.argsort(-prediction.probs)
+    axes[0].imshow(image)
     lines = [f"{'*' if prediction.probs[i] >= prediction.thresholds[i] else ' '} {prediction.labels[i]} "
              f"{prediction.probs[i]:.2f}" for i in order[:top_k]]
-    axes[0, 0].set_title("\n".join(lines), fontsize=8, family="monospace", loc="left")
-    for axis, label in zip(axes[0, 1:], predicted, strict=False):
+    axes[0].set_title("\n".join(lines), fontsize=8, family="monospace", loc="left")
+    maps = _predicted(prediction, max_maps) if prediction.attention is not None else []
+    for axis, label in zip(axes[1:], maps, strict=False):
         heat = np.asarray(Image.fromarray(prediction.attention[label].astype(np.float32)).resize(
             image.size, Image.Resampling.BILINEAR))
         axis.imshow(image)
         axis.imshow(heat / max(float(heat.max()), 1e-12), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         axis.set_title(f"{prediction.labels[label]} {prediction.probs[label]:.2f}", fontsize=9)
-    for axis in axes[0]:
+    for axis in axes:
         axis.axis("off")
+
+
+def render_panel(items: list[tuple[Image.Image, Prediction]], out: Path, top_k: int = 5, max_maps: int = 6) -> Path:
+    """Save a PNG with one row per image: the image with its top-k labels, then an overlay per predicted label."""
+    if not items:
+        raise ValueError("render_panel needs at least one image")
+    columns = 1 + max(len(_predicted(p, max_maps)) if p.attention is not None else 0 for _, p in items)
+    fig, axes = plt.subplots(len(items), columns, figsize=(3.2 * columns, (3.2 + 0.16 * top_k) * len(items)),
+                             squeeze=False, layout="constrained")
+    for row, (image, prediction) in zip(axes, items, strict=True):
+        _draw_row(row, image, prediction, top_k, max_maps)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+def render_prediction(image: Image.Image, prediction: Prediction, out: Path, top_k: int = 5,
+                      max_maps: int = 6) -> Path:
+    """Save a PNG: the image with its top-k labels, then one overlay per predicted label (up to `max_maps`)."""
+    return render_panel([(image, prediction)], out, top_k, max_maps)

@@ -19,7 +19,7 @@ from PIL import Image
 from labelserve.bundle import Manifest
 
 __all__ = ["AttentionFormat", "PostprocessOptions", "Prediction", "attention_png", "attention_size", "postprocess",
-           "sigmoid"]
+           "sigmoid", "upsample_attention"]
 
 AttentionFormat = Literal["png", "array"]
 _PNG_COMPRESS_LEVEL = 1  # smooth maps: level 1 is 3-4x faster than the default 6 for a tenth more bytes
@@ -64,13 +64,21 @@ def attention_size(image_size: tuple[int, int], max_side: int) -> tuple[int, int
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def upsample_attention(attention_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One `[h, w]` map resized bilinearly (Pillow) to `size` (width, height): float32 `[height, width]`.
+
+    The maps users see are these; benchmarks score the same array (bench/pointing.py).
+    """
+    source = Image.fromarray(np.asarray(attention_map, dtype=np.float32))  # float32 [h, w] -> mode F
+    return np.asarray(source.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
 def attention_png(attention_map: np.ndarray, size: tuple[int, int]) -> str:
-    """One `[h, w]` map upsampled bilinearly to `size` (width, height), as base64 8-bit greyscale PNG.
+    """One `[h, w]` map upsampled with `upsample_attention` to `size` (width, height), as base64 8-bit greyscale PNG.
 
     Normalised so 255 is the upsampled map's maximum; negative values (there should be none) become 0.
     """
-    source = Image.fromarray(np.asarray(attention_map, dtype=np.float32))  # float32 [h, w] -> mode F
-    values = np.asarray(source.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    values = upsample_attention(attention_map, size)
     peak = float(values.max())
     scaled = np.clip(values / peak, 0.0, 1.0) * 255.0 if peak > 0 else np.zeros_like(values)
     buffer = io.BytesIO()

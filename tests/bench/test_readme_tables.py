@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,21 @@ def test_unknown_tables_and_missing_json_are_errors(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(TABLES, "fake", Table("fake", ("missing.json",), lambda documents: ""))
     with pytest.raises(FileNotFoundError, match=r"--out missing\.json"):
         render_readme("<!-- table: fake -->\n<!-- /table -->\n", tmp_path)
+
+
+def test_readme_keeps_a_results_section_with_every_accuracy_preset() -> None:
+    """`## Results` was once deleted by a README rewrite; its generated tables must stay on the product page."""
+    text = README.read_text(encoding="utf-8")
+    assert "\n## Results\n" in text
+    section = text.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    for table in ("accuracy-pretrained", "accuracy-cpu", "accuracy-gpu", "aam-ablation-cpu",
+                  "attention-study-pretrained"):
+        assert f"<!-- table: {table} -->" in section, f"README's Results lost table {table}"
+
+
+def test_the_command_line_sees_the_registered_tables() -> None:
+    """`python -m bench.readme_tables` runs this file as `__main__`; the tables register into the imported module."""
+    env = {**os.environ, "PYTHONPATH": str(README.parent)}
+    result = subprocess.run([sys.executable, "-m", "bench.readme_tables", "--check"], cwd=README.parent, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

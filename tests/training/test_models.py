@@ -87,8 +87,10 @@ def test_backbone_kwargs_reach_timm() -> None:
 
 def test_attention_comes_from_the_chosen_decoder_layer() -> None:
     torch.manual_seed(0)
-    first = Query2LabelHead(in_channels=32, num_classes=5, dec_layers=3, attention_layer=0).eval()
-    last = Query2LabelHead(in_channels=32, num_classes=5, dec_layers=3, attention_layer=-1).eval()
+    first = Query2LabelHead(in_channels=32, num_classes=5, dec_layers=3, attention_layer=0,
+                            attention_readout="softmax").eval()
+    last = Query2LabelHead(in_channels=32, num_classes=5, dec_layers=3, attention_layer=-1,
+                           attention_readout="softmax").eval()
     last.load_state_dict(first.state_dict())
     features = torch.randn(2, 32, 4, 6)
     with torch.no_grad():
@@ -96,3 +98,63 @@ def test_attention_comes_from_the_chosen_decoder_layer() -> None:
     assert torch.equal(from_first.logits, from_last.logits)  # the choice only changes which map is returned
     assert from_first.attention.shape == from_last.attention.shape == (2, 5, 4, 6)
     assert not torch.allclose(from_first.attention, from_last.attention)
+
+
+def _relevance_by_hand(head: Query2LabelHead, features: torch.Tensor) -> torch.Tensor:
+    """The relevance readout from the layers' own attention, loop by loop (no einsum), for one image."""
+    memory = head.input_proj(features).flatten(2).transpose(1, 2)  # [1, hw, d]
+    dim, (height, width) = memory.shape[-1], features.shape[-2:]
+    pos = sine_position_encoding(height, width, dim).unsqueeze(0)
+    mixing = []
+    for layer in head.encoder:
+        memory, weights = layer.forward_with_weights(memory, pos)
+        mixing.append(weights[0])
+    query_pos = head.query_embed.weight.unsqueeze(0)
+    tgt = torch.zeros_like(query_pos)
+    relevance = torch.zeros(head.fc.weight.shape[0], height * width)
+    for layer in head.decoder:
+        tgt, weights, values = layer.forward_heads(tgt, memory, pos, query_pos)
+        out_proj, head_dim = layer.cross_attn.out_proj.weight, values.shape[-1]
+        for label in range(relevance.shape[0]):
+            for h in range(values.shape[1]):
+                for token in range(height * width):
+                    carried = out_proj[:, h * head_dim:(h + 1) * head_dim] @ values[0, h, token]  # [d]
+                    relevance[label, token] += weights[0, h, label, token] * (head.fc.weight[label] @ carried)
+    for weights in reversed(mixing):
+        relevance = 0.5 * relevance + 0.5 * relevance @ weights
+    relevance = relevance.clamp(min=0)
+    return relevance / relevance.sum(-1, keepdim=True)
+
+
+def test_relevance_readout_weighs_attention_by_what_it_adds_to_the_logit() -> None:
+    torch.manual_seed(0)
+    head = Query2LabelHead(in_channels=16, num_classes=3, num_heads=2).eval()
+    features = torch.randn(1, 16, 3, 4)
+    softmax = Query2LabelHead(in_channels=16, num_classes=3, num_heads=2, attention_readout="softmax").eval()
+    softmax.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        out, plain = head(features), softmax(features)
+        expected = _relevance_by_hand(head, features)
+    assert head.attention_readout == "relevance"  # the default, and what the exported `attention` output carries
+    torch.testing.assert_close(plain.logits, out.logits)  # the readout never changes the logits
+    spoken_for = expected.sum(-1) > 0.99  # labels some token adds to; the others (nan: 0/0) fall back to softmax
+    assert 0 < int(spoken_for.sum()) < 3  # this seed exercises both branches
+    maps, softmax_maps = out.attention.reshape(3, 12), plain.attention.reshape(3, 12)
+    torch.testing.assert_close(maps[spoken_for], expected[spoken_for], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(maps[~spoken_for], softmax_maps[~spoken_for])
+    assert not torch.allclose(maps[spoken_for], softmax_maps[spoken_for])
+    with pytest.raises(ValueError, match="attention_readout"):
+        Query2LabelHead(in_channels=16, num_classes=3, attention_readout="gradcam")
+
+
+def test_efficientnet_features_stop_at_the_returned_stage() -> None:
+    """timm's EfficientNet feature wrapper runs every block; the backbone keeps only those its stage needs."""
+    torch.manual_seed(0)
+    body = create_model("linear", "tf_efficientnet_lite0", 3, feature_index=-2).backbone.eval()
+    full = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(-2,)).eval()
+    assert len(body.body.blocks) == 5 < len(full.blocks) == 7  # stride 16 ends after the fifth stage
+    missing, unexpected = full.load_state_dict(body.body.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith(("blocks.5.", "blocks.6.")) for key in missing)
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(body(images), full(images)[-1])

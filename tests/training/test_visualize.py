@@ -27,3 +27,12 @@ def test_cli_writes_a_png(model_repository: Path, tiny_dataset: Path, tmp_path: 
     assert main(["visualize", str(model_repository / "tiny" / "1"), str(image), "--out", str(out)]) == 0
     with Image.open(out) as picture:
         assert picture.format == "PNG" and picture.width > picture.height
+
+
+def test_cli_renders_a_panel_with_a_row_per_image(model_repository: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    images = [str(tiny_dataset / "images" / "val" / f"00000{i}.jpg") for i in range(3)]
+    one, three = tmp_path / "one.png", tmp_path / "three.png"
+    assert main(["visualize", str(model_repository / "tiny"), images[0], "--out", str(one), "--max-maps", "2"]) == 0
+    assert main(["visualize", str(model_repository / "tiny"), *images, "--out", str(three), "--max-maps", "2"]) == 0
+    with Image.open(one) as single, Image.open(three) as panel:
+        assert panel.height > 2.5 * single.height  # three rows

@@ -29,6 +29,7 @@ def create_model(
     head_kwargs: dict[str, Any] | None = None,
     backbone_kwargs: dict[str, Any] | None = None,
     label_statistics: LabelStatistics | None = None,
+    pretrained_source: str = "auto",
 ) -> MultiLabelModel:
     """Build backbone + head by name.
 
@@ -37,6 +38,7 @@ def create_model(
         backbone: a timm model name.
         num_classes: number of labels.
         pretrained: load the backbone's pretrained weights.
+        pretrained_source: where from: `auto`, `timm` or a packaged source (`training.models.pretrained`).
         checkpoint_path: local backbone weights, where the hub cannot be reached.
         feature_index: backbone stage to attend over (-1 = last).
         head_kwargs: the head's own hyper-parameters.
@@ -46,7 +48,7 @@ def create_model(
     """
     head_cls = get_head(head)
     body = Backbone(backbone, pretrained=pretrained, checkpoint_path=checkpoint_path, feature_index=feature_index,
-                    **(backbone_kwargs or {}))
+                    pretrained_source=pretrained_source, **(backbone_kwargs or {}))
     extra: dict[str, Any] = {}
     if getattr(head_cls, "uses_label_graph", False) and label_statistics is not None:
         extra["adjacency"] = label_adjacency(label_statistics.cooccurrence, label_statistics.counts)

@@ -64,16 +64,24 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.reshape(batch, length, self.heads, self.head_dim).transpose(1, 2)  # [B, h, L, hd]
 
-    def forward(
+    def attend(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Output `[B, Lq, d]`, each head's weights `[B, h, Lq, Lk]` and values `[B, h, Lk, hd]` (for readouts that
+        weigh attention by what it carries, e.g. Query2Label's relevance maps)."""
         q = self._split(self.q_proj(query)) * self.head_dim**-0.5
         k = self._split(self.k_proj(key))
         v = self._split(self.v_proj(value))
         weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # [B, h, Lq, Lk]
         out = self.dropout(weights) @ v  # [B, h, Lq, hd]
         out = out.transpose(1, 2).flatten(2)  # [B, Lq, d]
-        return self.out_proj(out), weights.mean(dim=1)
+        return self.out_proj(out), weights, v
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out, weights, _ = self.attend(query, key, value)
+        return out, weights.mean(dim=1)
 
 
 class FeedForward(nn.Module):
@@ -110,14 +118,22 @@ class EncoderLayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_with_weights(src, pos)[0]
+
+    def forward_with_weights(
+        self, src: torch.Tensor, pos: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The updated tokens and the head-averaged self-attention weights `[B, L, L]` (which token mixed in which)."""
         if self.pre_norm:
             normed = self.norm1(src)
             keyed = _with_pos(normed, pos)
-            src = src + self.dropout1(self.self_attn(keyed, keyed, normed)[0])
-            return src + self.dropout2(self.ffn(self.norm2(src)))
+            attended, weights = self.self_attn(keyed, keyed, normed)
+            src = src + self.dropout1(attended)
+            return src + self.dropout2(self.ffn(self.norm2(src))), weights
         keyed = _with_pos(src, pos)
-        src = self.norm1(src + self.dropout1(self.self_attn(keyed, keyed, src)[0]))
-        return self.norm2(src + self.dropout2(self.ffn(src)))
+        attended, weights = self.self_attn(keyed, keyed, src)
+        src = self.norm1(src + self.dropout1(attended))
+        return self.norm2(src + self.dropout2(self.ffn(src))), weights
 
 
 class DecoderLayer(nn.Module):
@@ -151,28 +167,36 @@ class DecoderLayer(nn.Module):
     def forward(
         self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None, query_pos: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the updated queries `[B, K, d]` and the cross-attention weights `[B, K, HW]`."""
+        """Returns the updated queries `[B, K, d]` and the cross-attention weights `[B, K, HW]` (mean of heads)."""
+        tgt, weights, _ = self.forward_heads(tgt, memory, pos, query_pos)
+        return tgt, weights.mean(dim=1)
+
+    def forward_heads(
+        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None, query_pos: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Like `forward`, with each head's cross-attention weights `[B, h, K, HW]` and values `[B, h, HW, hd]`."""
         if self.pre_norm:
             return self._forward_pre(tgt, memory, pos, query_pos)
         if self.self_attn is not None and self.norm1 is not None:
             q = _with_pos(tgt, query_pos)
             tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, q, tgt)[0]))
-        attended, weights = self.cross_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory)
+        attended, weights, values = self.cross_attn.attend(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory)
         tgt = self.norm2(tgt + self.dropout2(attended))
         tgt = self.norm3(tgt + self.dropout3(self.ffn(tgt)))
-        return tgt, weights
+        return tgt, weights, values
 
     def _forward_pre(
         self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None, query_pos: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.self_attn is not None and self.norm1 is not None:
             normed = self.norm1(tgt)
             keyed = _with_pos(normed, query_pos)
             tgt = tgt + self.dropout1(self.self_attn(keyed, keyed, normed)[0])
-        attended, weights = self.cross_attn(_with_pos(self.norm2(tgt), query_pos), _with_pos(memory, pos), memory)
+        attended, weights, values = self.cross_attn.attend(_with_pos(self.norm2(tgt), query_pos),
+                                                           _with_pos(memory, pos), memory)
         tgt = tgt + self.dropout2(attended)
         tgt = tgt + self.dropout3(self.ffn(self.norm3(tgt)))
-        return tgt, weights
+        return tgt, weights, values
 
 
 class GroupWiseLinear(nn.Module):

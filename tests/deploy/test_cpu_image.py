@@ -27,7 +27,7 @@ from containers import IMAGE_TEST_TIMEOUT_S, BuiltImage, Container, image_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from labelserve.bundle import Bundle
-from labelserve.loadgen import multipart_request
+from tests.http_testing import slow_post
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(IMAGE_TEST_TIMEOUT_S)]
 
@@ -84,6 +84,7 @@ def _checkout_files() -> set[str]:
 
 _LIST_INSTALLED = """
 import importlib, json, pathlib
+from tests.http_testing import slow_post
 files = []
 for name in {packages!r}:
     root = pathlib.Path(importlib.import_module(name).__file__).parent
@@ -148,19 +149,6 @@ def test_metrics_scrape_and_the_healthcheck_passes_inside(container: Container) 
     assert health.returncode == 0 and "unhealthy" not in health.stdout, health.stdout + health.stderr
 
 
-def _slow_post(url: str, image: tuple[str, bytes], pause_s: float) -> httpx.Response:
-    """POST one image whose body arrives in two halves `pause_s` apart: the request is inside the server meanwhile."""
-    name, data = image
-    head, body = multipart_request(url, "/predict", name, data).split(b"\r\n\r\n", 1)
-    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
-
-    def halves() -> Iterator[bytes]:
-        yield body[: len(body) // 2]
-        time.sleep(pause_s)
-        yield body[len(body) // 2:]
-
-    return httpx.post(f"{url}/predict", content=halves(), timeout=60,
-                      headers={k: headers[k] for k in ("Content-Type", "Content-Length")})
 
 
 def _in_flight(url: str) -> float:
@@ -175,7 +163,7 @@ def test_stop_drains_accepted_requests_and_exits_zero(cpu_image: BuiltImage, mod
     draining = Container.start(cpu_image.tag, [*_compose_hardening(), "--volume", f"{models}:/models:ro"])
     try:
         with ThreadPoolExecutor(max_workers=len(images)) as pool:
-            futures = [pool.submit(_slow_post, draining.url, image, 2.0) for image in images]
+            futures = [pool.submit(slow_post, draining.url, image, 2.0) for image in images]
             deadline = time.monotonic() + 30
             while _in_flight(draining.url) < len(images):
                 assert time.monotonic() < deadline, "the requests did not reach the server"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from labelserve.bundle import Bundle
-from labelserve.loadgen import multipart_request, run_level
+from labelserve.loadgen import run_level
 from labelserve.local_server import ServerProcess, start_server
+from tests.http_testing import slow_post
 
 Reference = Callable[[bytes], dict[str, float]]
 
@@ -106,19 +107,6 @@ def test_bad_input_gets_a_json_error_and_the_server_keeps_serving(server: Server
     assert _post(server.url, val_jpegs[:1]).status_code == 200
 
 
-def _slow_post(url: str, image: tuple[str, bytes], pause_s: float) -> httpx.Response:
-    """POST one image whose body arrives in two halves `pause_s` apart: the request is inside the server meanwhile."""
-    name, data = image
-    head, body = multipart_request(url, "/predict", name, data).split(b"\r\n\r\n", 1)
-    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
-
-    def halves() -> Iterator[bytes]:
-        yield body[: len(body) // 2]
-        time.sleep(pause_s)
-        yield body[len(body) // 2:]
-
-    return httpx.post(f"{url}/predict", content=halves(), timeout=60,
-                      headers={k: headers[k] for k in ("Content-Type", "Content-Length")})
 
 
 def test_sigterm_answers_every_accepted_request_before_exiting(model_repository: Path, tmp_path: Path,
@@ -126,7 +114,7 @@ def test_sigterm_answers_every_accepted_request_before_exiting(model_repository:
     images = val_jpegs[:6]
     with start_server(model_repository, tmp_path, max_batch_size="8") as draining, \
             ThreadPoolExecutor(max_workers=len(images)) as pool:
-        futures = [pool.submit(_slow_post, draining.url, image, 2.0) for image in images]
+        futures = [pool.submit(slow_post, draining.url, image, 2.0) for image in images]
         _wait_for(lambda: draining.metric("labelserve_requests_in_flight", method="POST") == len(images))
         draining.stop()  # SIGTERM while all six are still uploading
         responses = [future.result() for future in futures]

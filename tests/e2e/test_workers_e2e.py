@@ -17,9 +17,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from labelserve.loadgen import multipart_request
 from labelserve.local_server import ServerProcess, start_server
 from service.workers import available_cpus
+from tests.http_testing import slow_post
 
 pytestmark = pytest.mark.e2e
 
@@ -124,19 +124,6 @@ def test_a_scrape_through_the_shared_port_counts_every_workers_requests(workers:
         assert sum(v for labels, v in in_flight.items() if ("method", "GET") in labels) == 1  # this scrape
 
 
-def _slow_post(url: str, image: tuple[str, bytes], pause_s: float) -> httpx.Response:
-    """POST one image whose body arrives in two halves `pause_s` apart: the request is inside a worker meanwhile."""
-    name, data = image
-    head, body = multipart_request(url, "/predict", name, data).split(b"\r\n\r\n", 1)
-    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
-
-    def halves() -> Iterator[bytes]:
-        yield body[: len(body) // 2]
-        time.sleep(pause_s)
-        yield body[len(body) // 2:]
-
-    return httpx.post(f"{url}/predict", content=halves(), timeout=60,
-                      headers={k: headers[k] for k in ("Content-Type", "Content-Length")})
 
 
 def _posts_in_flight_per_worker(server: ServerProcess) -> dict[str, float]:
@@ -152,7 +139,7 @@ def test_sigterm_answers_the_uploads_in_flight_in_every_worker(model_repository:
         posts: list[tuple[Future[httpx.Response], bytes]] = []
         while len(posts) < 12:  # until both workers hold an upload (the kernel picks the worker per connection)
             image = val_jpegs[len(posts) % len(val_jpegs)]
-            posts.append((pool.submit(_slow_post, server.url, image, 4.0), image[1]))
+            posts.append((pool.submit(slow_post, server.url, image, 4.0), image[1]))
             started = len(posts)
             _wait_for(lambda n=started: sum(_posts_in_flight_per_worker(server).values()) == n)
             busy = {pid for pid, count in _posts_in_flight_per_worker(server).items() if count > 0}

@@ -84,7 +84,6 @@ def _checkout_files() -> set[str]:
 
 _LIST_INSTALLED = """
 import importlib, json, pathlib
-from tests.http_testing import slow_post
 files = []
 for name in {packages!r}:
     root = pathlib.Path(importlib.import_module(name).__file__).parent
@@ -147,8 +146,6 @@ def test_metrics_scrape_and_the_healthcheck_passes_inside(container: Container) 
     assert {"labelserve_requests", "labelserve_batch_size", "labelserve_queue_wait_seconds"} <= families
     health = container.healthcheck()
     assert health.returncode == 0 and "unhealthy" not in health.stdout, health.stdout + health.stderr
-
-
 
 
 def _in_flight(url: str) -> float:

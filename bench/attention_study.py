@@ -1,13 +1,13 @@
 """Which Query2Label attention localises? Every way of reading a trained model's cross-attention, on the pointing game.
 
     python -m bench.attention_study .cache/bench/runs-pretrained/objects-query2label-ASL/best.pt [more best.pt ...]
-    python -m bench.attention_study --train pretrained --variants "no encoder" "stride 8"   # train variants first
+    python -m bench.attention_study --train pretrained --variants "no encoder layer" "stride 16"   # train first
 
 For each checkpoint (models that differ in architecture: encoder layers, decoder layers, feature stride; `--train`
 trains those of `ARCHITECTURES` on an accuracy preset's data, like bench/accuracy.py's query2label+ASL row) the
 cross-attention of every decoder layer and head is captured with forward hooks, then reduced in each of the ways in
-`READOUTS` (which layer, how heads are combined, before or after the softmax), beside the model's own exported
-readout (Query2Label's default "relevance", training/models/query2label.py). Each map is resized with the
+`READOUTS` (which layer, how heads are combined, before or after the softmax), beside the model's own readouts
+(Query2Label's exported "relevance" and the earlier "rollout", training/models/query2label.py). Each map is resized with the
 service's own `upsample_attention` to the size `/predict` returns and scored like bench/pointing.py. Linear-head
 checkpoints are scored on their class activation map for comparison. Prints a table and writes JSON
 (bench/results/attention-study-*.json).
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from bench._common import RESULTS_DIR, format_table, write_results
-from bench.accuracy import CACHE, PRESETS, Row, rows, run_row
+from bench.accuracy import CACHE, PRESETS, Preset, Row, rows, run_row
 from bench.pointing import SERVED_MAX_SIDE, _hits
 from labelserve.preprocess import preprocess
 from training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -34,7 +34,7 @@ from training.data.readers import read_split
 from training.models.layers import MultiHeadAttention
 from training.models.query2label import Query2LabelHead
 
-__all__ = ["READOUTS", "capture_cross_attention", "study_checkpoint"]
+__all__ = ["EXPORTED", "OWN_READOUTS", "READOUTS", "ROLLOUT", "capture_cross_attention", "study_checkpoint"]
 
 Readout = Callable[[list[torch.Tensor]], torch.Tensor]  # per-layer logits [B, H, K, HW] -> maps [B, K, HW]
 
@@ -43,7 +43,10 @@ def _softmax_mean(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=-1).mean(dim=1)  # average of the heads' distributions
 
 
-EXPORTED = "relevance: attention x value's logit contribution, both layers, rolled through the encoder (exported)"
+EXPORTED = ("relevance: each input token's part of the label's logit, through both decoder layers' attention and "
+            "the encoder's mixing (exported)")
+ROLLOUT = "rollout: attention x value's logit contribution, both layers, rolled through the encoder at half identity"
+OWN_READOUTS = {EXPORTED: "relevance", ROLLOUT: "rollout"}  # the head's own `attention_readout` options
 READOUTS: dict[str, Readout] = {
     "last layer, mean of heads' softmax": lambda layers: _softmax_mean(layers[-1]),
     "first layer, mean of heads' softmax": lambda layers: _softmax_mean(layers[0]),
@@ -54,18 +57,21 @@ READOUTS: dict[str, Readout] = {
 }
 
 
-def architectures(width: int) -> dict[str, Row]:
+def architectures(preset: Preset) -> dict[str, Row]:
     """Query2Label variants Query2Label's own options allow, on top of the accuracy preset's query2label+ASL row."""
-    q2l = next(row for row in rows(width) if row.name == "query2label+ASL")
+    q2l = next(row for row in rows(preset.width) if row.name == "query2label+ASL")
 
     def variant(suffix: str, head_kwargs: dict[str, Any], *overrides: str) -> Row:
         return Row(f"{q2l.name} {suffix}", q2l.task, q2l.head, q2l.loss, {**q2l.head_kwargs, **head_kwargs},
                    q2l.recipe, overrides)
 
+    dilated = any("'output_stride': 8" in override for override in preset.backbone_overrides)
+    other_stride = (variant("stride16", {}, "model.backbone_kwargs={}") if dilated
+                    else variant("stride8", {}, "model.backbone_kwargs={'output_stride': 8}"))
     return {
         "no encoder layer": variant("enc0", {"enc_layers": 0}),
         "one decoder layer": variant("dec1", {"dec_layers": 1}),
-        "stride 8": variant("stride8", {}, "model.feature_index=-3"),
+        "stride 16" if dilated else "stride 8 (dilated)": other_stride,
     }
 
 
@@ -108,22 +114,28 @@ def study_checkpoint(checkpoint_path: Path, annotations: Path, batch_size: int =
     model = model_from_checkpoint(checkpoint)
     data = read_split("coco", annotations, labels=tuple(checkpoint.labels))
     head = model.head
-    # None: the model's own `attention` output (for Query2Label its default relevance readout, what is exported)
-    readouts: dict[str, Readout | None] = ({EXPORTED: None, **READOUTS} if isinstance(head, Query2LabelHead)
-                                           else {"own": None})
-    captured, remove = capture_cross_attention(head) if isinstance(head, Query2LabelHead) else ([], lambda: None)
+    is_q2l = isinstance(head, Query2LabelHead)
+    # a str: the model's own `attention` output with that readout (Query2Label's "relevance" is what is exported);
+    # None: the model's own output, for other heads
+    readouts: dict[str, Readout | str | None] = {**OWN_READOUTS, **READOUTS} if is_q2l else {"own": None}
+    captured, remove = capture_cross_attention(head) if is_q2l else ([], lambda: None)
     totals = {name: [0, 0] for name in readouts}
     try:
         for start in range(0, len(data.samples), batch_size):
             chunk = data.samples[start:start + batch_size]
             images = [load_rgb(str(s.path)) for s in chunk]
             batch = torch.from_numpy(np.stack([preprocess(image, checkpoint.preprocess) for image in images]))
-            captured.clear()
-            with torch.no_grad():
-                output = model(batch)
-            grid = output.attention.shape[-2:]
+            own = {}
             for name, readout in readouts.items():
-                maps = output.attention if readout is None else readout(captured).reshape(len(chunk), -1, *grid)
+                if readout is None or isinstance(readout, str):
+                    if isinstance(readout, str):
+                        head.attention_readout = readout
+                    captured.clear()
+                    with torch.no_grad():
+                        own[name] = model(batch).attention
+            grid = next(iter(own.values())).shape[-2:]
+            for name, readout in readouts.items():
+                maps = own[name] if name in own else readout(captured).reshape(len(chunk), -1, *grid)
                 for sample, image, sample_maps in zip(chunk, images, maps.numpy(), strict=True):
                     hits, pairs = _hits(sample, sample_maps, image.size, max_side)
                     totals[name][0] += hits
@@ -151,7 +163,7 @@ def main() -> None:
     checkpoints, names = list(args.checkpoints), list(args.labels or [p.parent.name for p in args.checkpoints])
     if args.train:
         preset = PRESETS[args.train]
-        for name, row in architectures(preset.width).items():
+        for name, row in architectures(preset).items():
             if args.variants and name not in args.variants:
                 continue
             result = run_row(row, preset, CACHE / f"attention-{args.train}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from bench.attention_study import EXPORTED, READOUTS, capture_cross_attention, study_checkpoint
+from bench.attention_study import OWN_READOUTS, READOUTS, capture_cross_attention, study_checkpoint
 from training.models import create_model
 
 
@@ -31,5 +31,5 @@ def test_the_last_layer_readout_is_the_softmax_readouts_own_attention() -> None:
 
 def test_every_readout_is_scored_on_a_real_checkpoint(tiny_checkpoint: Path, tiny_dataset: Path) -> None:
     result = study_checkpoint(tiny_checkpoint, tiny_dataset / "annotations" / "instances_val.json")
-    assert set(result["readouts"]) == {EXPORTED, *READOUTS}
+    assert set(result["readouts"]) == {*OWN_READOUTS, *READOUTS}
     assert result["pairs"] > 0 and all(0.0 <= v <= 1.0 for v in result["readouts"].values())

@@ -7,11 +7,12 @@ averaged over heads, in a form that exports to ONNX as plain MatMul/Softmax.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-__all__ = ["DecoderLayer", "EncoderLayer", "FeedForward", "GroupWiseLinear", "MultiHeadAttention",
+__all__ = ["DecoderLayer", "EncoderLayer", "EncoderTrace", "FeedForward", "GroupWiseLinear", "MultiHeadAttention",
            "sine_position_encoding"]
 
 
@@ -118,22 +119,61 @@ class EncoderLayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_with_weights(src, pos)[0]
+        return self.forward_traced(src, pos)[0]
 
-    def forward_with_weights(
-        self, src: torch.Tensor, pos: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The updated tokens and the head-averaged self-attention weights `[B, L, L]` (which token mixed in which)."""
+    def forward_traced(self, src: torch.Tensor, pos: torch.Tensor | None = None) -> tuple[torch.Tensor, EncoderTrace]:
+        """The updated tokens and what the layer mixed into them (for readouts that follow a label's evidence from
+        these tokens back to the layer's input tokens)."""
         if self.pre_norm:
             normed = self.norm1(src)
             keyed = _with_pos(normed, pos)
-            attended, weights = self.self_attn(keyed, keyed, normed)
-            src = src + self.dropout1(attended)
-            return src + self.dropout2(self.ffn(self.norm2(src))), weights
+            attended, weights, values = self.self_attn.attend(keyed, keyed, normed)
+            summed = src + self.dropout1(attended)
+            out = summed + self.dropout2(self.ffn(self.norm2(summed)))
+            return out, EncoderTrace(src, weights, values, self.self_attn.out_proj.weight, _mixed_share(src, attended),
+                                     torch.ones_like(src[..., 0]), ())
         keyed = _with_pos(src, pos)
-        attended, weights = self.self_attn(keyed, keyed, src)
-        src = self.norm1(src + self.dropout1(attended))
-        return self.norm2(src + self.dropout2(self.ffn(src))), weights
+        attended, weights, values = self.self_attn.attend(keyed, keyed, src)
+        summed = src + self.dropout1(attended)
+        normed = self.norm1(summed)
+        residual = normed + self.dropout2(self.ffn(normed))
+        scale = _inverse_std(summed, self.norm1) * _inverse_std(residual, self.norm2)
+        return self.norm2(residual), EncoderTrace(src, weights, values, self.self_attn.out_proj.weight,
+                                                  _mixed_share(src, attended), scale,
+                                                  (self.norm2.weight, self.norm1.weight))
+
+
+class EncoderTrace(NamedTuple):
+    """One encoder layer's mixing, linearised: output token i is about `scale_i * gains (x) (inputs_i + sum_h sum_j
+    weights[h, i, j] * out_proj_h(values[h, j]))`, the FFN's own change to the token and the biases left out.
+
+    Attributes:
+        inputs: the layer's input tokens `[B, L, d]` (the residual path).
+        weights: each head's self-attention `[B, h, L, L]`.
+        values: each head's values `[B, h, L, hd]`, before the output projection.
+        out_proj: the attention's output projection weight `[d, h * hd]`.
+        share: the attention's part of each output token, |attended| / (|attended| + |input|) `[B, L]`.
+        scale: 1 / the standard deviations the LayerNorms after the attention divided each token by `[B, L]`.
+        gains: those LayerNorms' gains, the outermost first (each also centres the token).
+    """
+
+    inputs: torch.Tensor
+    weights: torch.Tensor
+    values: torch.Tensor
+    out_proj: torch.Tensor
+    share: torch.Tensor
+    scale: torch.Tensor
+    gains: tuple[torch.Tensor, ...]
+
+
+def _inverse_std(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """1 / the standard deviation `norm` divides each token of `x` by `[B, L]`."""
+    return torch.rsqrt(x.var(dim=-1, unbiased=False) + norm.eps)
+
+
+def _mixed_share(inputs: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    mixed = attended.norm(dim=-1)
+    return mixed / (mixed + inputs.norm(dim=-1)).clamp(min=1e-12)
 
 
 class DecoderLayer(nn.Module):

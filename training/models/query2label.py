@@ -6,14 +6,18 @@ self-attention is removed, content queries starting at zero with the label embed
 final LayerNorm and a group-wise linear classifier. The sine positional encoding is computed for the actual
 feature size, so the model runs at any input resolution (the reference fixes one).
 
-The attention map a label returns (`attention_readout`): its raw cross-attention localises poorly here (the
-pointing game of one decoder layer's head-averaged softmax is 40-50 % on the pretrained preset, below the linear
-head's CAM): the encoder's self-attention has mixed every token with the others, and a query attends to tokens
-whatever they carry. The default "relevance" readout weighs each head's attention by what the attended token adds
-to this label's logit (its value through the output projection, dotted with the label's classifier row), sums the
-decoder layers, and rolls the result back through the encoder's self-attention (half identity for the residual,
-Abnar & Zuidema's attention rollout), then keeps the positive part as a distribution (bench/attention_study.py
-measured the options).
+The attention map a label returns (`attention_readout`): its raw cross-attention localises poorly (the pointing
+game of one decoder layer's head-averaged softmax is 40-50 % on the pretrained preset, below the linear head's CAM):
+the encoder's self-attention has mixed every token with the others, and a query attends to tokens whatever they
+carry. The default "relevance" readout follows each label's logit back to the input tokens: each decoder head's
+attention times what the attended memory token adds along the label's logit direction (classifier row through the
+head's output and value projections), with every memory token decomposed, through the last encoder layer's
+LayerNorms and self-attention, into the part its own input token brought and the parts each head carried from the
+others (a value-aware decomposition in the spirit of Kobayashi et al. 2020 and DecompX; the FFN's own change and the
+biases are left out). Earlier encoder layers, if any, are rolled back by their attention's share of each token. The
+positive part is returned as a distribution. "rollout" is the earlier readout (the same attention x contribution on
+memory tokens, rolled back through head-averaged self-attention at half identity), "softmax" one decoder layer's
+plain cross-attention; bench/attention_study.py measures them all.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ import torch
 from torch import nn
 
 from training.models.base import ModelOutput
-from training.models.layers import DecoderLayer, EncoderLayer, GroupWiseLinear, sine_position_encoding
+from training.models.layers import DecoderLayer, EncoderLayer, EncoderTrace, GroupWiseLinear, sine_position_encoding
 from training.models.registry import register_head
 
 __all__ = ["ATTENTION_READOUTS", "Query2LabelHead"]
 
-ATTENTION_READOUTS = ("relevance", "softmax")
+ATTENTION_READOUTS = ("relevance", "rollout", "softmax")
 
 
 @register_head("query2label")
@@ -49,9 +53,10 @@ class Query2LabelHead(nn.Module):
         keep_other_self_attn: keep query self-attention in the other decoder layers.
         attention_layer: with `attention_readout="softmax"`, which decoder layer's cross-attention to return as the
             per-label map (-1 = last).
-        attention_readout: the per-label map returned: "relevance" (attention weighted by each token's contribution
-            to the label's logit, all decoder layers, rolled back through the encoder) or "softmax" (one decoder
-            layer's cross-attention, mean of heads).
+        attention_readout: the per-label map returned: "relevance" (each input token's part of the label's logit
+            through the decoder's attention and the encoder's mixing, all decoder layers), "rollout" (the decoder's
+            attention x contribution on memory tokens, rolled back through the encoder at half identity) or
+            "softmax" (one decoder layer's cross-attention, mean of heads).
     """
 
     def __init__(
@@ -123,41 +128,88 @@ class Query2LabelHead(nn.Module):
         batch, dim, height, width = x.shape
         memory = x.flatten(2).transpose(1, 2)  # [B, hw, d]
         pos = sine_position_encoding(height, width, dim, device=x.device).to(x.dtype).unsqueeze(0)  # [1, hw, d]
-        mixing = []  # each encoder layer's self-attention [B, hw, hw]
+        traces: list[EncoderTrace] = []  # what each encoder layer mixed
         for layer in self.encoder:
-            memory, weights = layer.forward_with_weights(memory, pos)
-            mixing.append(weights)
+            memory, trace = layer.forward_traced(memory, pos)
+            traces.append(trace)
+        encoded = memory
         memory = self.encoder_norm(memory)
         query_pos = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)  # [B, K, d]
         tgt = torch.zeros_like(query_pos)
-        cross = []  # each decoder layer's (weights [B, heads, K, hw], values [B, heads, hw, hd], out_proj)
+        cross = []  # each decoder layer's (weights [B, heads, K, hw], values [B, heads, hw, hd])
         for layer in self.decoder:
             tgt, weights, values = layer.forward_heads(tgt, memory, pos, query_pos)
-            cross.append((weights, values, layer.cross_attn.out_proj.weight))
+            cross.append((weights, values))
         logits = self.fc(self.decoder_norm(tgt))  # [B, K]
         if self.attention_readout == "softmax":
             maps = cross[self.attention_layer][0].mean(dim=1)  # [B, K, hw]
+        elif self.attention_readout == "rollout":
+            maps = self._as_distribution(self._rollout(cross, traces), cross)
         else:
-            maps = self._relevance(cross, mixing)
+            maps = self._as_distribution(self._relevance(cross, traces, encoded), cross)
         return ModelOutput(logits, maps.reshape(batch, -1, height, width))
 
-    def _relevance(self, cross: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                   mixing: list[torch.Tensor]) -> torch.Tensor:
-        """Per-label relevance of each input token `[B, K, hw]`, a distribution over tokens like the softmax."""
-        classifier = self.fc.weight  # [K, d]
-        relevance = None
-        for weights, values, out_proj in cross:
-            heads, head_dim = values.shape[1], values.shape[-1]
-            # what a head's value adds to label k's logit direction: out_proj's columns of that head, dotted with w_k
-            directions = (classifier @ out_proj).reshape(-1, heads, head_dim)  # [K, heads, hd]
-            contribution = torch.einsum("khc,bhpc->bhkp", directions, values)  # [B, heads, K, hw]
-            layer_relevance = (weights * contribution).sum(dim=1)  # [B, K, hw]
-            relevance = layer_relevance if relevance is None else relevance + layer_relevance
-        assert relevance is not None  # at least one decoder layer (checked in __init__)
-        for weights in reversed(mixing):  # memory tokens -> the input tokens they were mixed from
-            relevance = 0.5 * relevance + 0.5 * relevance @ weights
+    def _label_directions(self, layer: DecoderLayer) -> torch.Tensor:
+        """`[K, heads, hd]`: what one unit of each head's value adds to each label's logit (classifier row through
+        the head's columns of the output projection; the decoder's LayerNorms and FFNs are left out)."""
+        heads, head_dim = layer.cross_attn.heads, layer.cross_attn.head_dim
+        return (self.fc.weight @ layer.cross_attn.out_proj.weight).reshape(-1, heads, head_dim)
+
+    def _contributions(self, cross: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """`[B, K, hw]`: per memory token, attention x what its value adds to the label's logit, summed over heads
+        and decoder layers."""
+        total = torch.zeros((), device=cross[0][0].device)
+        for layer, (weights, values) in zip(self.decoder, cross, strict=True):
+            contribution = torch.einsum("khc,bhpc->bhkp", self._label_directions(layer), values)  # [B, heads, K, hw]
+            total = total + (weights * contribution).sum(dim=1)
+        return total
+
+    def _rollout(self, cross: list[tuple[torch.Tensor, torch.Tensor]], traces: list[EncoderTrace]) -> torch.Tensor:
+        relevance = self._contributions(cross)
+        for trace in reversed(traces):  # memory tokens -> the input tokens they were mixed from
+            relevance = 0.5 * relevance + 0.5 * relevance @ trace.weights.mean(dim=1)
+        return relevance
+
+    def _relevance(self, cross: list[tuple[torch.Tensor, torch.Tensor]], traces: list[EncoderTrace],
+                   encoded: torch.Tensor) -> torch.Tensor:
+        """`[B, K, hw]`: each input token's part of each label's logit (see the module docstring)."""
+        if not traces:  # no encoder: the memory tokens are the input tokens
+            return self._contributions(cross)
+        last = traces[-1]
+        scale, gains = last.scale, last.gains
+        if isinstance(self.encoder_norm, nn.LayerNorm):  # pre-norm encoders end with one more LayerNorm
+            scale = scale * torch.rsqrt(encoded.var(dim=-1, unbiased=False) + self.encoder_norm.eps)
+            gains = (self.encoder_norm.weight, *gains)
+        heads, head_dim = last.values.shape[1], last.values.shape[-1]
+        encoder_out_proj = last.out_proj.reshape(-1, heads, head_dim)  # [d, g, hd]
+        relevance = torch.zeros((), device=encoded.device)
+        for layer, (weights, _) in zip(self.decoder, cross, strict=True):
+            value_proj = layer.cross_attn.v_proj.weight  # [heads * hd, d]
+            cross_heads = weights.shape[1]
+            # the label's logit direction on the memory tokens each decoder head reads, back through the LayerNorms
+            direction = torch.einsum("khc,hcd->khd", self._label_directions(layer),
+                                     value_proj.reshape(cross_heads, -1, value_proj.shape[-1]))  # [K, heads, d]
+            for gain in gains:
+                direction = direction * gain
+                direction = direction - direction.mean(dim=-1, keepdim=True)
+            read = weights * scale[:, None, None, :]  # [B, heads, K, hw]: attention, per memory token's scale
+            own = torch.einsum("khd,bid->bhki", direction, last.inputs)  # the memory token's own input token
+            relevance = relevance + (read * own).sum(dim=1)
+            # what encoder head g carried from token j into memory token i, along the direction: [B, heads, g, K, j]
+            carried = torch.einsum("khgc,bgjc->bhgkj", torch.einsum("khd,dgc->khgc", direction, encoder_out_proj),
+                                   last.values)
+            mixed = read.unsqueeze(2) @ last.weights.unsqueeze(1)  # [B, heads, g, K, j]: sum_i read[k, i] A_g[i, j]
+            relevance = relevance + (mixed * carried).sum(dim=(1, 2))
+        for trace in reversed(traces[:-1]):  # earlier layers: by their attention's share of each token
+            share = trace.share.unsqueeze(1)  # [B, 1, hw]
+            relevance = relevance * (1 - share) + (relevance * share) @ trace.weights.mean(dim=1)
+        return relevance
+
+    @staticmethod
+    def _as_distribution(relevance: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The positive part of `relevance` `[B, K, hw]` as a distribution over tokens, like the softmax; a label no
+        token speaks for (all relevance <= 0) falls back to its plain last-layer attention."""
         relevance = relevance.clamp(min=0)
         total = relevance.sum(dim=-1, keepdim=True)
-        # a label no token speaks for (all relevance <= 0) falls back to its plain last-layer attention
         fallback = cross[-1][0].mean(dim=1)
         return torch.where(total > 0, relevance / total.clamp(min=1e-12), fallback)

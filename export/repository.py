@@ -88,7 +88,8 @@ def export_bundle(
         version: explicit version; default is one above the newest present.
         max_batch: largest batch the service may send (recorded in the manifest).
         parity_images: image files or folders for the parity check; default: the checkpoint's val images.
-        tolerance: largest acceptable absolute difference between PyTorch and onnxruntime.
+        tolerance: largest acceptable difference between PyTorch and onnxruntime, per unit of an output's
+            scale (`export.parity.ParityReport`).
         with_attention: export the per-label attention maps as a second output.
         opset: ONNX opset.
         torch_program: also ship a `torch.export` program for the service's optional torch engine.

@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int, help="version number (default: newest + 1)")
     export.add_argument("--max-batch", type=int, default=32, help="largest batch the service may run")
     export.add_argument("--parity-images", nargs="*", help="images or folders for the parity check")
-    export.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |torch - onnxruntime|")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest allowed |torch - onnxruntime| per unit of an output's largest magnitude (>= 1)")
     export.add_argument("--no-attention", action="store_true", help="export logits only")
     export.add_argument("--torch-program", action="store_true",
                         help="also ship a torch.export program (model.pt2) for the service's torch engine")

@@ -72,10 +72,13 @@ PRESETS = {
                   backbone_overrides=("model.feature_index=-2", *_IMAGENET), epochs=6, batch_size=32, workers=0,
                   width=128),
     # ImageNet-pretrained EfficientNet-Lite0 (the pretrained extra's packaged weights where the hub is unreachable),
-    # its stride-16 stage (112 channels, 6x6 maps at 96 px); half the cpu preset's training images, so the nine rows
-    # fit in 45 minutes on 2 cores
+    # its stride-16 stage (112 channels) run at stride 8 with dilated convolutions (same weights; 12x12 maps at
+    # 96 px, where 6x6 cells of 16 px are coarser than most objects: +1 to +6 mAP and +5 to +11 points of pointing
+    # game over stride 16, bench/attention_study.py); half the cpu preset's training images, so the nine rows fit
+    # in 45 minutes on 2 cores
     "pretrained": Preset(objects=(1000, 500, 96), attributes=(1000, 500, 96, 48), backbone="tf_efficientnet_lite0",
-                         backbone_overrides=("model.feature_index=-2", "model.pretrained=true", *_TF_LITE), epochs=6,
+                         backbone_overrides=("model.feature_index=-2", "model.backbone_kwargs={'output_stride': 8}",
+                                             "model.pretrained=true", *_TF_LITE), epochs=6,
                          batch_size=32, workers=0, width=128),
     "gpu": Preset(objects=(12000, 2000, 192), attributes=(12000, 2000, 192, 96), backbone="resnet18",
                   backbone_overrides=_IMAGENET, epochs=12, batch_size=64, workers=8, width=256),

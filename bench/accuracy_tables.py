@@ -33,6 +33,8 @@ def _preset_line(document: dict[str, Any]) -> str:
     train, val, side = config["objects"]
     pretrained = "ImageNet-pretrained" if "model.pretrained=true" in config["backbone_overrides"] else "from scratch"
     stage = "stride-16 stage" if "model.feature_index=-2" in config["backbone_overrides"] else "last stage"
+    if any("'output_stride': 8" in override for override in config["backbone_overrides"]):
+        stage += " dilated to stride 8"
     return (f"`{config['backbone']}` ({pretrained}, {stage}), {train} train / {val} val images at {side} px, "
             f"{config['epochs']} epochs, batch {config['batch_size']}")
 

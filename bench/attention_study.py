@@ -7,9 +7,9 @@ For each checkpoint (models that differ in architecture: encoder layers, decoder
 trains those of `ARCHITECTURES` on an accuracy preset's data, like bench/accuracy.py's query2label+ASL row) the
 cross-attention of every decoder layer and head is captured with forward hooks, then reduced in each of the ways in
 `READOUTS` (which layer, how heads are combined, before or after the softmax), beside the model's own readouts
-(Query2Label's exported "relevance" and the earlier "rollout", training/models/query2label.py). Each map is resized with the
-service's own `upsample_attention` to the size `/predict` returns and scored like bench/pointing.py. Linear-head
-checkpoints are scored on their class activation map for comparison. Prints a table and writes JSON
+(Query2Label's exported "relevance" and the earlier "rollout", training/models/query2label.py). Each map is resized
+with the service's own `upsample_attention` to the size `/predict` returns and scored like bench/pointing.py.
+Linear-head checkpoints are scored on their class activation map for comparison. Prints a table and writes JSON
 (bench/results/attention-study-*.json).
 """
 
@@ -168,7 +168,7 @@ def main() -> None:
                 continue
             result = run_row(row, preset, CACHE / f"attention-{args.train}")
             checkpoints.append(Path(result["checkpoint"]))
-            names.append(name)
+            names.append(f"{row.name.rsplit(' ', 1)[0]}, {name}")
     if not checkpoints:
         parser.error("give checkpoints, or --train a preset")
     annotations = args.annotations or Path(load_checkpoint(checkpoints[0]).train_config["data"]["val_annotations"])

@@ -1,20 +1,29 @@
-"""Admission control at the door: inference requests are counted from the moment their headers arrive, and those
-beyond `LABELSERVE_MAX_IN_FLIGHT` are answered 503 with `Retry-After` before their body is read or parsed.
+"""Admission in two stages, each with its own budget: bodies in transit, then computation.
 
-Without it, an overloaded server uploads, parses and decodes every request (the decode pool's queue has no bound)
-only to refuse most of them at the batch queue, or to answer them after their deadline: its CPU goes to work that
-is thrown away. With it, the requests let in are about as many as the batch queue can hold, so the admitted ones
-finish in time, and a refused one costs a header parse and a small JSON answer. The arrival time is kept in the
-request's scope (`arrival_time`), so a request's deadline counts from when the client's request reached the
-server, not from when its body was parsed.
+1. **Upload.** A request with a body takes one of `max_uploads` upload slots and has its whole body read here, with
+   its bytes counted against `upload_buffer_bytes` (held until it is answered). Beyond `max_uploads` it waits at
+   the door, body unread; a body that would pass the byte budget gets 503 `server_busy`. Reading is bounded by the
+   request's deadline (408 `request_timeout`: a body that has not arrived is the client's doing), and by the HTTP
+   layer's stall and minimum-rate limits (service.http), which fail a slow body within seconds.
+2. **Compute.** Only then does an inference request take one of `max_in_flight` compute slots, and the app gets the
+   body in one message.
 
-A request that finds every slot taken first waits at the door, in arrival order and with its body unread, for up to
+Taking the compute slot at the headers, as this did before, let 512 clients sending their bodies at 1 byte/s hold
+all 256 slots until their deadline, and every ready request got 503 meanwhile. Now a slow upload holds an upload
+slot and the bytes it actually sent, nothing that computation needs (nginx in front of an app server does the same
+with its request buffering). Memory held by bodies is at most `upload_buffer_bytes`, plus what the HTTP layer reads
+ahead per connection (64 KiB).
+
+A request that finds every slot of a stage taken waits at that stage's door, in arrival order, for up to
 `LABELSERVE_ADMISSION_WAIT_S` (1 s) for a slot to free up, and is refused only then. Clients that do not honour
 `Retry-After` come straight back after a refusal: refused at once, 128 such clients against 32 slots made ~2,900
 refusals a second on the demo model, whose CPU (the server's and the clients' on the same cores) cut the answers
 to a fifth of the server's throughput. The wait bounds the refusal rate to about one per waiting client per wait,
-absorbs bursts shorter than the wait, and adds at most the wait to an admitted request's latency (its deadline
-still counts from arrival).
+absorbs bursts shorter than the wait, and adds at most the wait to an admitted request's latency (its deadline still
+counts from arrival, which is stamped here: `arrival_time`).
+
+A client that leaves during its upload is reported as 499 `client_disconnected` (or as the 408/400 the HTTP layer
+answered it with), never as a server error.
 """
 
 from __future__ import annotations
@@ -24,13 +33,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServerBusyError, error_response
+from service.errors import (
+    RequestTimeoutError,
+    ServerBusyError,
+    ServiceError,
+    client_fault,
+    error_response,
+)
 
 __all__ = ["AdmissionMiddleware", "arrival_time", "is_inference"]
 
 _ARRIVAL_KEY = "labelserve_arrival"
+Authorize = Callable[[Scope], ServiceError | None]
 
 
 def is_inference(scope: Scope) -> bool:
@@ -47,74 +63,187 @@ def arrival_time(scope: Scope) -> float:
     return float(arrived) if arrived is not None else time.monotonic()
 
 
-class AdmissionMiddleware:
-    """Lets at most `max_in_flight` inference requests in at a time; the rest wait up to `wait_s` at the door, in
-    arrival order, then are answered 503."""
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if (name == b"content-length" and value.strip(b" 0")) or name == b"transfer-encoding":
+            return True
+    return False
 
-    def __init__(self, app: ASGIApp, max_in_flight: int, on_refused: Callable[[], None] = lambda: None,
-                 retry_after_s: int = 1, wait_s: float = 0.0) -> None:
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if wait_s < 0:
-            raise ValueError(f"wait_s must be >= 0, got {wait_s}")
-        self.app = app
-        self.max_in_flight = max_in_flight
+
+class _Slots:
+    """At most `limit` holders; others wait up to `wait_s` in arrival order for a slot to be handed over."""
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        self.limit = limit
         self.wait_s = wait_s
-        self.on_refused = on_refused
-        self.in_flight = 0
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
-        # Rendered once: a refusal must cost as little as possible, since refused clients come straight back.
-        self._refusal = error_response(ServerBusyError(
-            f"the server is handling its limit of {max_in_flight} inference requests (LABELSERVE_MAX_IN_FLIGHT)"
-            f"{waited}; retry after {retry_after_s} s", retry_after_s=retry_after_s))
+        self.held = 0
+        self.waiting: deque[asyncio.Future[None]] = deque()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Stamp the arrival time; admit or refuse inference requests."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        scope.setdefault("state", {})[_ARRIVAL_KEY] = time.monotonic()
-        if not is_inference(scope):
-            await self.app(scope, receive, send)
-            return
-        if not await self._admit():
-            # The body is left unread: the server discards it and the connection stays open for the next request.
-            self.on_refused()
-            await self._refusal(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._release()
-
-    async def _admit(self) -> bool:
-        """Take a slot, waiting for one up to `wait_s` behind the requests that arrived earlier."""
-        if self.in_flight < self.max_in_flight and not self._waiting:
-            self.in_flight += 1
+    async def acquire(self) -> bool:
+        """Take a slot, waiting for one up to `wait_s` behind the requests that came earlier."""
+        if self.held < self.limit and not self.waiting:
+            self.held += 1
             return True
         if self.wait_s <= 0:
             return False
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(turn)
+        self.waiting.append(turn)
         try:
-            await asyncio.wait_for(turn, self.wait_s)  # a slot handed over by _release resolves it
+            await asyncio.wait_for(turn, self.wait_s)  # a slot handed over by release() resolves it
             return True
         except TimeoutError:
             return False
         except asyncio.CancelledError:  # the client left; a slot handed over meanwhile goes to the next in line
             if turn.done() and not turn.cancelled():
-                self._release()
+                self.release()
             raise
         finally:
-            if turn in self._waiting:
-                self._waiting.remove(turn)
+            if turn in self.waiting:
+                self.waiting.remove(turn)
 
-    def _release(self) -> None:
+    def release(self) -> None:
         """Hand the slot to the longest-waiting request still waiting, or free it."""
-        while self._waiting:
-            turn = self._waiting.popleft()
+        while self.waiting:
+            turn = self.waiting.popleft()
             if not turn.done():
                 turn.set_result(None)
                 return
-        self.in_flight -= 1
+        self.held -= 1
+
+
+class AdmissionMiddleware:
+    """Reads every request body in full within its budget (upload stage), then lets at most `max_in_flight`
+    inference requests compute at a time (compute stage); each stage's door waits up to `wait_s`, then 503."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, max_uploads: int = 1024,
+                 upload_buffer_bytes: int = 512 << 20, request_timeout_s: float = 30.0,
+                 on_refused: Callable[[], None] = lambda: None, retry_after_s: int = 1, wait_s: float = 0.0,
+                 authorize: Authorize | None = None) -> None:
+        for name, value in (("max_in_flight", max_in_flight), ("max_uploads", max_uploads),
+                            ("upload_buffer_bytes", upload_buffer_bytes)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if wait_s < 0:
+            raise ValueError(f"wait_s must be >= 0, got {wait_s}")
+        self.app = app
+        self.on_refused = on_refused
+        self.request_timeout_s = request_timeout_s
+        self.upload_buffer_bytes = upload_buffer_bytes
+        self.buffered_bytes = 0
+        self._authorize = authorize
+        self._retry_after_s = retry_after_s
+        self._compute = _Slots(max_in_flight, wait_s)
+        self._uploads = _Slots(max_uploads, wait_s)
+        waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+        # Rendered once: a refusal must cost as little as possible, since refused clients come straight back.
+        self._busy_computing = error_response(ServerBusyError(
+            f"the server is handling its limit of {max_in_flight} inference requests (LABELSERVE_MAX_IN_FLIGHT)"
+            f"{waited}; retry after {retry_after_s} s", retry_after_s=retry_after_s))
+        self._busy_uploading = error_response(ServerBusyError(
+            f"the server is receiving its limit of {max_uploads} request bodies (LABELSERVE_MAX_UPLOADS)"
+            f"{waited}; retry after {retry_after_s} s", retry_after_s=retry_after_s))
+
+    @property
+    def in_flight(self) -> int:
+        """Inference requests computing now."""
+        return self._compute.held
+
+    @property
+    def uploading(self) -> int:
+        """Requests whose body is being read now."""
+        return self._uploads.held
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stamp the arrival time; read the body within its budget; admit inference requests to compute."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})[_ARRIVAL_KEY] = time.monotonic()
+        inference = is_inference(scope)
+        if inference and self._authorize is not None and (denied := self._authorize(scope)) is not None:
+            await error_response(denied)(scope, receive, send)  # before a byte of the body is read
+            return
+        if not _has_body(scope):
+            await (self._compute_stage(scope, receive, send) if inference else self.app(scope, receive, send))
+            return
+        if not await self._uploads.acquire():
+            # The body is left unread: the server discards it and the connection stays open for the next request.
+            self.on_refused()
+            await self._busy_uploading(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(scope, receive)
+        except ServiceError as error:
+            await error_response(error)(scope, receive, send)
+            return
+        finally:
+            self._uploads.release()
+        try:
+            replay = _replay(body, receive)
+            await (self._compute_stage(scope, replay, send) if inference else self.app(scope, replay, send))
+        finally:
+            self.buffered_bytes -= len(body)
+
+    async def _compute_stage(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self._compute.acquire():
+            self.on_refused()
+            await self._busy_computing(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._compute.release()
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, its bytes held against the budget (given back on failure; on success once answered).
+
+        Raises:
+            RequestTimeoutError: the body was not complete by the request's deadline (408).
+            ServerBusyError: the bytes held by all bodies would pass `upload_buffer_bytes` (503).
+            ServiceError: the client left, or the HTTP layer ended the request (`client_fault`).
+        """
+        chunks: list[bytes] = []
+        size = 0
+        remaining = arrival_time(scope) + self.request_timeout_s - time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise client_fault(scope)
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        self._hold(len(chunk))
+                        size += len(chunk)
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            self.buffered_bytes -= size
+            raise RequestTimeoutError(f"the request body was not complete within the request's deadline of "
+                                      f"{self.request_timeout_s:g} s (LABELSERVE_REQUEST_TIMEOUT_S)") from None
+        except BaseException:
+            self.buffered_bytes -= size
+            raise
+
+    def _hold(self, size: int) -> None:
+        if self.buffered_bytes + size > self.upload_buffer_bytes:
+            raise ServerBusyError(f"request bodies already hold {self.buffered_bytes} of the "
+                                  f"{self.upload_buffer_bytes} bytes the server buffers "
+                                  f"(LABELSERVE_UPLOAD_BUFFER_BYTES); retry after {self._retry_after_s} s",
+                                  retry_after_s=self._retry_after_s)
+        self.buffered_bytes += size
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the app the body in one message, then passes on what the server sends (a disconnect)."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -25,6 +25,7 @@ from service.pipeline import DecodeLimits
 from service.predictor import Predictor
 from service.repository import ModelRepository
 from service.routes import health_router, metrics_router, models_router, page_router, predict_router
+from service.routes._auth import scope_authorizer
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -75,8 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (predict_router, models_router, health_router, metrics_router, oip_router, page_router):
         app.include_router(router)
+    # Added innermost first: observability, then the size limit, then admission (which reads the bodies), then routes.
+    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.in_flight_limit, max_uploads=settings.max_uploads,
+                       upload_buffer_bytes=settings.upload_buffer_bytes, request_timeout_s=settings.request_timeout_s,
+                       on_refused=metrics.admission_rejections.inc, wait_s=settings.admission_wait_s,
+                       authorize=scope_authorizer(settings))
     app.add_middleware(RequestSizeLimitMiddleware, max_request_bytes=settings.max_request_bytes)
-    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.in_flight_limit,
-                       on_refused=metrics.admission_rejections.inc, wait_s=settings.admission_wait_s)
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)  # added last = outermost
     return app

@@ -7,12 +7,17 @@ makes every error response the same JSON shape, `{"error": "<what was wrong>", "
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import Scope
 
 from labelserve.schemas import ErrorBody
 
@@ -22,6 +27,7 @@ __all__ = [
     "ClientDisconnectedError",
     "DeadlineExceededError",
     "EngineError",
+    "HeadersTooLargeError",
     "ImageTooLargeError",
     "InvalidImageError",
     "InvalidParameterError",
@@ -29,20 +35,28 @@ __all__ = [
     "ModelNotFoundError",
     "NotReadyError",
     "QueueFullError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "ServerBusyError",
     "ServiceError",
+    "TooManyConnectionsError",
     "TooManyImagesError",
     "UnauthorizedError",
     "UnsupportedImageError",
     "UnsupportedMediaTypeError",
+    "UriTooLongError",
+    "client_fault",
     "error_response",
     "error_responses",
     "install_error_handlers",
+    "raw_error_response",
+    "record_protocol_error",
     "status_code_for",
 ]
 
 logger = logging.getLogger(__name__)
+
+_PROTOCOL_ERROR_KEY = "labelserve_protocol_error"
 
 API_KEY_HEADER = "X-API-Key"
 ERROR_CODE_HEADER = "X-Error-Code"
@@ -112,6 +126,24 @@ class UnsupportedMediaTypeError(ServiceError):
     code = "unsupported_media_type"
 
 
+class RequestTimeoutError(ServiceError):
+    """The client did not send its request (headers or body) within the time limits: its fault, not the server's."""
+
+    code = "request_timeout"
+
+
+class HeadersTooLargeError(ServiceError):
+    """The request line and headers are larger than LABELSERVE_MAX_HEADER_BYTES or have too many fields."""
+
+    code = "request_header_fields_too_large"
+
+
+class UriTooLongError(ServiceError):
+    """The request target alone is larger than LABELSERVE_MAX_HEADER_BYTES."""
+
+    code = "uri_too_long"
+
+
 class UnauthorizedError(ServiceError):
     """An inference route was called without the API key the server was configured with."""
 
@@ -136,6 +168,12 @@ class ServerBusyError(RetryableError):
     """The server already handles LABELSERVE_MAX_IN_FLIGHT inference requests; refused before the body is read."""
 
     code = "server_busy"
+
+
+class TooManyConnectionsError(RetryableError):
+    """The process holds LABELSERVE_MAX_CONNECTIONS connections, none of them idle; refused before any request."""
+
+    code = "too_many_connections"
 
 
 class NotReadyError(RetryableError):
@@ -169,18 +207,23 @@ _STATUS: dict[type[ServiceError], int] = {
     MalformedRequestError: 400,
     UnauthorizedError: 401,
     ModelNotFoundError: 404,
+    RequestTimeoutError: 408,
     ImageTooLargeError: 413,
     TooManyImagesError: 413,
     RequestTooLargeError: 413,
+    UriTooLongError: 414,
     UnsupportedImageError: 415,
+    HeadersTooLargeError: 431,
     UnsupportedMediaTypeError: 415,
     ClientDisconnectedError: 499,  # nginx's "client closed request"; nobody reads it, but logs and metrics do
     EngineError: 500,
     QueueFullError: 503,
     ServerBusyError: 503,
+    TooManyConnectionsError: 503,
     NotReadyError: 503,
     DeadlineExceededError: 504,
 }
+_HTTP_STATUSES = frozenset(int(status) for status in HTTPStatus)
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
                415: "unsupported_media_type"}
 
@@ -233,6 +276,35 @@ def error_response(error: ServiceError) -> JSONResponse:
     return _json_error(error.message, error.code, status_code_for(error), headers)
 
 
+def raw_error_response(error: ServiceError, default_headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """The same error as `error_response`, as the bytes of a whole HTTP/1.1 response that closes the connection: for
+    the HTTP layer (service.http), which answers requests the app never sees (bad HTTP, header limits, timeouts)."""
+    body = orjson.dumps({"error": error.message, "code": error.code})
+    status = status_code_for(error)
+    headers = [*default_headers, (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+               (b"connection", b"close"), (ERROR_CODE_HEADER.lower().encode(), error.code.encode())]
+    if isinstance(error, RetryableError):
+        headers.append((b"retry-after", b"%d" % error.retry_after_s))
+    phrase = HTTPStatus(status).phrase.encode() if status in _HTTP_STATUSES else b""
+    lines = [b"HTTP/1.1 %d %s" % (status, phrase), *(name + b": " + value for name, value in headers)]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def record_protocol_error(scope: Scope, error: ServiceError) -> None:
+    """Note in a request's scope that the HTTP layer (service.http) ended it with `error`, already written to the
+    client: a body that stalled, bytes that are not HTTP."""
+    scope.setdefault("state", {})[_PROTOCOL_ERROR_KEY] = error
+
+
+def client_fault(scope: Scope) -> ServiceError:
+    """What to report for a request whose client is gone (the app sees only a disconnect): the error the HTTP layer
+    answered it with, or a plain 499. Either way the client's fault: never a 5xx, never a traceback."""
+    recorded = scope.get("state", {}).get(_PROTOCOL_ERROR_KEY)
+    if isinstance(recorded, ServiceError):
+        return recorded
+    return ClientDisconnectedError("the client closed the connection before its request was answered")
+
+
 def _describe_validation(errors: list[Any]) -> str:
     parts = []
     for error in errors:
@@ -259,8 +331,15 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     # FastAPI wraps anything raised while it parses the body (our byte limit included) in a 400 HTTPException.
     if isinstance(error.__cause__, ServiceError):
         return error_response(error.__cause__)
+    if isinstance(error.__cause__, ClientDisconnect):
+        return error_response(client_fault(_request.scope))
     code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
     return _json_error(str(error.detail), code, error.status_code, dict(error.headers or {}))
+
+
+async def _client_gone(request: Request, _error: Exception) -> JSONResponse:
+    # starlette raises ClientDisconnect from a body read whose client left: an answer nobody reads, counted as such
+    return error_response(client_fault(request.scope))
 
 
 async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
@@ -273,4 +352,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -38,6 +38,8 @@ _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 _QUEUE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 _MODEL_LABELS = ("model", "version")
+_CLOSE_REASONS = ("idle", "header_timeout", "body_timeout", "send_timeout", "malformed", "header_too_large",
+                  "uri_too_long", "evicted", "refused")
 
 
 def current_request_id() -> str | None:
@@ -101,7 +103,31 @@ class Metrics:
         self.workers.set(1)  # this process; the live workers' values add up
         self.worker_restarts = Counter("labelserve_worker_restarts", "Workers started in place of one that died",
                                        registry=reg)
+        self.connections = Gauge("labelserve_connections", "Open client connections by phase (idle, headers, body, "
+                                 "answering, closing)", ("phase",), multiprocess_mode="livesum", registry=reg)
+        self.connections_closed = Counter("labelserve_connections_closed", "Connections the server closed or "
+                                          "refused, by reason (idle, header_timeout, body_timeout, send_timeout, "
+                                          "malformed, header_too_large, uri_too_long, evicted, refused)",
+                                          ("reason",), registry=reg)
+        self.file_descriptors = Gauge("labelserve_file_descriptors", "File descriptors of the server process: open "
+                                      "and its limit", ("kind",), multiprocess_mode="liveall", registry=reg)
+        for reason in _CLOSE_REASONS:  # exported as 0 from the start, so rate() and alerts work
+            self.connections_closed.labels(reason)
         self._info_labels: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def set_connections(self, by_phase: dict[str, int]) -> None:
+        """Open connections by phase (`service.http.ConnectionTable` reports them every sweep)."""
+        for phase, count in by_phase.items():
+            self.connections.labels(phase).set(count)
+
+    def count_connection_closed(self, reason: str) -> None:
+        """One connection closed or refused by the server."""
+        self.connections_closed.labels(reason).inc()
+
+    def set_file_descriptors(self, open_count: int, limit: int) -> None:
+        """Descriptors in use and the open-file limit."""
+        self.file_descriptors.labels("open").set(open_count)
+        self.file_descriptors.labels("limit").set(limit)
 
     def observer(self, model: str, version: int) -> ModelObserver:
         """The batch observer that records into this model version's series."""
@@ -210,8 +236,13 @@ def _full_templates(app: object) -> dict[int, list[tuple[re.Pattern[str], str]]]
 
 def _route_label(scope: Scope, templates: dict[int, list[tuple[re.Pattern[str], str]]]) -> str:
     """The matched route's full path template, e.g. `/v2/models/{name}/infer`; raw paths would explode the label
-    cardinality, so anything unmatched is `unmatched`."""
+    cardinality, so anything unmatched is `unmatched`. A request answered before routing (refused at the door, a
+    body too large or too slow) is labelled with the template its path matches."""
     route = scope.get("route")
+    if route is None:
+        path = scope.get("path", "")
+        return next((template for options in templates.values() for regex, template in options if regex.match(path)),
+                    "unmatched")
     candidates = templates.get(id(route))
     if candidates:
         if len(candidates) == 1:

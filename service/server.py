@@ -11,6 +11,7 @@ import logging
 import uvicorn
 
 from service.app import create_app
+from service.http import raise_open_file_limit
 from service.observability import configure_logging
 from service.settings import Settings
 from service.uvicorn_config import event_loop_and_parser, return_after_drain, uvicorn_config
@@ -25,6 +26,8 @@ def serve(settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT, which drain in-flight work; returns the exit code (0 after a clean drain)."""
     configure_logging(settings.log_level)
     logger.info("event loop %s, HTTP parser %s", *event_loop_and_parser())
+    before, after = raise_open_file_limit()  # workers inherit it
+    logger.info("open-file limit %d%s", after, f" (raised from {before})" if after != before else "")
     if settings.workers > 1:
         return run_workers(settings)
     return_after_drain()

@@ -37,11 +37,35 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0,
                                       description="longest a batch waits for more requests after its first one")
     max_queue_size: int = Field(default=256, ge=1, description="queued images per model before 503")
-    max_in_flight: int | None = Field(default=None, ge=1, description="inference requests handled at once; more are "
-                                      "answered 503 before their body is read (default: max_queue_size)")
-    admission_wait_s: float = Field(default=1.0, ge=0.0, description="how long a request beyond max_in_flight waits "
-                                    "at the door for a slot, body unread, before its 503 (0: refused at once)")
-    request_timeout_s: float = Field(default=30.0, gt=0.0, description="whole-request deadline before 504")
+    max_in_flight: int | None = Field(default=None, ge=1, description="inference requests computed at once, counted "
+                                      "from the moment their body is complete; more wait admission_wait_s, then "
+                                      "503 (default: max_queue_size)")
+    admission_wait_s: float = Field(default=1.0, ge=0.0, description="how long a request beyond max_in_flight or "
+                                    "max_uploads waits for a slot before its 503 (0: refused at once)")
+    request_timeout_s: float = Field(default=30.0, gt=0.0, description="whole-request deadline: 408 while the body "
+                                     "is still arriving, 504 once it is computing")
+
+    # The HTTP layer (service/http): every phase of a connection has a time limit, and uploads in transit have a
+    # budget of their own, so slow or greedy clients cannot hold what ready requests need.
+    max_connections: int = Field(default=4096, ge=1, description="open connections per server process; at the cap "
+                                 "the longest-idle connection is closed for a new one, or the new one is refused 503 "
+                                 "(lowered to the open-file limit minus a reserve)")
+    header_timeout_s: float = Field(default=10.0, gt=0.0, description="from a request's first byte until its "
+                                    "headers are complete, else 408 (three TCP retransmissions: 1 + 2 + 4 s)")
+    body_stall_timeout_s: float = Field(default=10.0, gt=0.0, description="longest a request body may pause "
+                                        "between bytes, else 408")
+    body_min_rate: int = Field(default=1024, ge=0, description="bytes/s a request body must average once "
+                                                               "body_grace_s has passed, else 408 (0: no minimum)")
+    body_grace_s: float = Field(default=5.0, ge=0.0, description="time a body has before body_min_rate applies")
+    send_timeout_s: float = Field(default=10.0, gt=0.0, description="longest an answer may wait for a client that "
+                                  "does not read it, before the connection is closed")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="request line and headers, bytes; 431 "
+                                  "above (414 when the request target alone is larger)")
+    max_header_fields: int = Field(default=100, ge=1, description="header lines per request; 431 above")
+    max_uploads: int = Field(default=1024, ge=1, description="requests whose body is still arriving; more wait "
+                             "admission_wait_s at the door, then 503")
+    upload_buffer_bytes: int = Field(default=512 * MIB, ge=1, description="request bodies held in memory at once, "
+                                     "arriving or computing; a body that would pass it gets 503")
 
     max_image_bytes: int = Field(default=20 * MIB, ge=1)
     max_request_bytes: int = Field(default=64 * MIB, ge=1)
@@ -67,9 +91,9 @@ class Settings(BaseSettings):
                                                                     "px (they carry 7x7 to 14x14 values; clients "
                                                                     "scale them up smoothly)")
     drain_timeout_s: float = Field(default=30.0, ge=0.0, description="how long shutdown waits for queued work")
-    keep_alive_s: float = Field(default=75.0, gt=0.0, description="how long an idle client connection is kept open; "
-                                "longer than clients and load balancers keep theirs, so the server never closes a "
-                                "connection a client is about to reuse")
+    keep_alive_s: float = Field(default=75.0, gt=0.0, description="how long an idle client connection is kept open, "
+                                "before its first request or between two; longer than clients and load balancers "
+                                "keep theirs, so the server never closes a connection a client is about to reuse")
     api_key: SecretStr | None = Field(default=None, description="when set, inference and model routes need it in "
                                                                  "the X-API-Key header; health and metrics stay open")
     repository_poll_s: float = Field(default=5.0, ge=0.0,
@@ -96,6 +120,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LABELSERVE_MAX_REQUEST_BYTES={self.max_request_bytes} is smaller than LABELSERVE_MAX_IMAGE_BYTES="
                 f"{self.max_image_bytes}, so a largest allowed image could never be uploaded; raise the request limit"
+            )
+        if self.upload_buffer_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"LABELSERVE_UPLOAD_BUFFER_BYTES={self.upload_buffer_bytes} is smaller than "
+                f"LABELSERVE_MAX_REQUEST_BYTES={self.max_request_bytes}, so a largest allowed request could never be "
+                "uploaded; raise the buffer"
             )
         return self
 

@@ -7,6 +7,7 @@ access log stays off) and drain for the same time on SIGTERM.
 
 from __future__ import annotations
 
+import functools
 import signal
 from importlib.util import find_spec
 from types import FrameType
@@ -14,27 +15,31 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from service.http import ConnectionLimits, ConnectionTable, GuardedHttpToolsProtocol
 from service.settings import Settings
 
 __all__ = ["event_loop_and_parser", "return_after_drain", "uvicorn_config"]
 
 
 def event_loop_and_parser() -> tuple[str, str]:
-    """uvloop and httptools where installed (the serve extra: less CPU per request than asyncio and h11), named
-    explicitly so the log says what runs instead of uvicorn choosing silently."""
+    """uvloop where installed (the serve extra: less CPU per request than asyncio) and httptools, named explicitly so
+    the log says what runs instead of uvicorn choosing silently."""
     loop = "uvloop" if find_spec("uvloop") else "asyncio"
-    http = "httptools" if find_spec("httptools") else "h11"
-    return loop, http
+    return loop, "httptools (service.http: a time limit on every phase of a connection)"
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
-    """How uvicorn serves `app`: logging left to `configure_logging`, no access log, graceful drain on SIGTERM, and
-    idle connections kept `keep_alive_s` (uvicorn's own 5 s closed connections that slow clients were about to
-    reuse: under overload a client that took longer than that to send its next request got a reset, not an answer).
+    """How uvicorn serves `app`: logging left to `configure_logging`, no access log, graceful drain on SIGTERM, no
+    WebSocket upgrades, and every connection through `service.http` (time limits per phase, head limits, a cap on
+    connections, JSON errors). Idle connections are kept `keep_alive_s` (uvicorn's own 5 s closed connections that
+    slow clients were about to reuse: under overload a client that took longer than that to send its next request
+    got a reset, not an answer).
     """
-    loop, http = event_loop_and_parser()
+    loop, _http = event_loop_and_parser()
+    table = ConnectionTable(ConnectionLimits.from_settings(settings), observer=app.state.labelserve.metrics)
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                          log_level=settings.log_level.lower(), access_log=False, loop=loop, http=http,
+                          log_level=settings.log_level.lower(), access_log=False, loop=loop,
+                          http=functools.partial(GuardedHttpToolsProtocol, table=table), ws="none",
                           timeout_graceful_shutdown=settings.drain_timeout_s,
                           timeout_keep_alive=max(1, round(settings.keep_alive_s)))
 

@@ -120,7 +120,7 @@ async def repository_index(request: Request, state: StateDep) -> list[dict[str, 
     """Triton's model repository extension, read-only: every model version in the repository with its state
     (READY, LOADING, UNAVAILABLE) and why it is not ready. Body: optional `{"ready": true}` to list only ready ones.
     Versions are loaded and unloaded by the repository itself (hot reload), never through the API."""
-    body = await read_body(request, state.settings.request_timeout_s)
+    body = await read_body(request)
     document = load_json(body, "the repository index request") if body.strip() else {}
     if not isinstance(document, dict) or not isinstance(document.get("ready", False), bool) or set(document) - {
             "ready"}:
@@ -160,9 +160,18 @@ def _inference(state: ServiceState, model: ServedModel, tensor: Tensor,
                                 f"({tensor.datatype}, {list(tensor.shape)})")
 
 
+def _flag(parameters: dict[str, Any], name: str, default: bool, where: str) -> bool:
+    """A boolean parameter, which must be a JSON boolean: `bool("false")` is True, so a string is refused (400)."""
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidParameterError(f"{where}parameters.{name} must be true or false (a JSON boolean), got "
+                                    f"{str(value)[:40]!r}")
+    return value
+
+
 def _wanted_outputs(request: InferRequest, model: ServedModel) -> list[tuple[str, bool]]:
     """(name, binary) of each output to return, in the order asked."""
-    default_binary = bool(request.parameters.get("binary_data_output", False))
+    default_binary = _flag(request.parameters, "binary_data_output", False, "")
     known = [spec["name"] for spec in _output_specs(model)]
     if request.outputs is None:
         return [(PROBABILITIES, default_binary), (model.manifest.outputs.logits.name, default_binary)]
@@ -170,8 +179,15 @@ def _wanted_outputs(request: InferRequest, model: ServedModel) -> list[tuple[str
     for output in request.outputs:
         if output.name not in known:
             raise InvalidParameterError(f"unknown output {output.name!r}; this model has {', '.join(known)}")
-        wanted.append((output.name, bool(output.parameters.get("binary_data", default_binary))))
+        wanted.append((output.name, _flag(output.parameters, "binary_data", default_binary,
+                                          f"output {output.name!r}: ")))
     return wanted
+
+
+def _empty(model: ServedModel, name: str) -> np.ndarray:
+    """An output for no images: zero rows, the output's other axes kept (`[0, labels]`, `[0, labels, h, w]`)."""
+    shape = next(spec["shape"] for spec in _output_specs(model) if spec["name"] == name)
+    return np.zeros((0, *shape[1:]), np.float32)
 
 
 def _gather(model: ServedModel, results: list[dict[str, np.ndarray]], name: str) -> np.ndarray:
@@ -185,7 +201,7 @@ def _gather(model: ServedModel, results: list[dict[str, np.ndarray]], name: str)
 @models_router.post("/models/{name}/versions/{version}/infer")
 async def infer(request: Request, state: StateDep, name: str, version: str | None = None) -> Response:
     """Run the model on a batch of encoded images or preprocessed tensors."""
-    body = await read_body(request, state.settings.request_timeout_s)
+    body = await read_body(request)
     infer_request, tensors = decode_request(body, request.headers.get(HEADER_LENGTH))
     if len(tensors) != 1:
         raise InvalidParameterError(f"send exactly one input, {BYTES_INPUT!r} or the model's FP32 input; got "
@@ -196,7 +212,7 @@ async def infer(request: Request, state: StateDep, name: str, version: str | Non
         needs_attention = any(output == attention_name for output, _ in outputs)
         work = _inference(state, model, tensors[0], needs_attention)
         results = await run_guarded(request, work, state.settings.request_timeout_s)
-    tensors_out = [OutputTensor(out, _gather(model, results, out) if results else np.zeros((0,), np.float32), binary)
+    tensors_out = [OutputTensor(out, _gather(model, results, out) if results else _empty(model, out), binary)
                    for out, binary in outputs]
     body, header_length = encode_response(model.name, model.version, infer_request.id, tensors_out)
     if header_length is None:

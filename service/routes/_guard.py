@@ -2,10 +2,11 @@
 goes away.
 
 The deadline starts when the request's headers reached the server (`service.admission.arrival_time`), so the
-upload, the parsing, the decode, the queue and the engine all count, as they do for the client waiting. Reading the
-body is bounded by the server's default deadline (the request's own `timeout_s` is only known once the body is
-parsed); the rest by the request's deadline. Cancelling the work cancels its images' futures, so the batcher drops
-them from batches not yet run, and the 504 is sent at once rather than when the engine is done.
+upload, the parsing, the decode, the queue and the engine all count, as they do for the client waiting. The body
+was read by the admission middleware under the server's default deadline (the request's own `timeout_s` is only
+known once the body is parsed); the rest is bounded by the request's deadline. Cancelling the work cancels its
+images' futures, so the batcher drops them from batches not yet run, and the 504 is sent at once rather than when
+the engine is done.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.admission import arrival_time
-from service.errors import ClientDisconnectedError, DeadlineExceededError
+from service.errors import ClientDisconnectedError, DeadlineExceededError, client_fault
 
 __all__ = ["read_body", "request_deadline", "run_guarded"]
 
@@ -35,13 +36,13 @@ def _deadline_error(timeout_s: float) -> DeadlineExceededError:
                                  "field; default LABELSERVE_REQUEST_TIMEOUT_S)")
 
 
-async def read_body(request: Request, timeout_s: float) -> bytes:
-    """The whole body, read within `timeout_s` of the request's arrival (DeadlineExceededError after)."""
-    remaining = request_deadline(request, timeout_s) - time.monotonic()
+async def read_body(request: Request) -> bytes:
+    """The whole body. The admission middleware has read it already, within the request's deadline and the upload
+    budget (service.admission), so this returns at once; a client gone meanwhile is its fault (`client_fault`)."""
     try:
-        return await asyncio.wait_for(request.body(), timeout=max(0.0, remaining))
-    except TimeoutError:
-        raise _deadline_error(timeout_s) from None
+        return await request.body()
+    except ClientDisconnect:
+        raise client_fault(request.scope) from None
 
 
 async def _wait_for_disconnect(request: Request) -> None:

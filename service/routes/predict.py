@@ -28,7 +28,6 @@ from service.multipart import Part, boundary_of, parse_form
 from service.pipeline import PostprocessOptions
 from service.pipeline.postprocess import AttentionFormat
 from service.predictor import ImageAnswer, ImageUpload
-from service.routes._auth import check_api_key
 from service.routes._guard import read_body, run_guarded
 from service.settings import Settings
 from service.state import app_state
@@ -91,7 +90,7 @@ def _parameters(parts: list[Part]) -> PredictParameters:
 
 async def _read_form(request: Request, settings: Settings) -> tuple[list[ImageUpload], PredictParameters]:
     boundary = boundary_of(request.headers.get("content-type", ""))
-    parts = parse_form(await read_body(request, settings.request_timeout_s), boundary)
+    parts = parse_form(await read_body(request), boundary)
     files = [part for part in parts if part.name == FILES_FIELD]
     if not files:
         raise RequestValidationError([{"loc": (FILES_FIELD,), "msg": "Field required", "type": "missing"}])
@@ -122,7 +121,6 @@ async def predict(request: Request) -> Response:
     """Label every uploaded image; one result per file, in upload order."""
     state = app_state(request)
     settings = state.settings
-    check_api_key(request, settings)
     uploads, parameters = await _read_form(request, settings)
     async with state.repository.lease(parameters.model, parameters.version) as served:
         if parameters.attention and not served.has_attention:

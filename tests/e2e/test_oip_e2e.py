@@ -160,12 +160,30 @@ def _bytes_input(count: int) -> dict:
     ({"inputs": [_bytes_input(1), _bytes_input(1)]}, 400, "exactly one input"),
     ({"inputs": [_bytes_input(1)], "outputs": [{"name": "embeddings"}]}, 400, "unknown output 'embeddings'"),
     ({"inputs": [_bytes_input(33)]}, 413, "over the limit of 32"),
+    # bool("false") is True: these were answered in binary
+    ({"inputs": [_bytes_input(1)], "parameters": {"binary_data_output": "false"}}, 400,
+     "parameters.binary_data_output must be true or false"),
+    ({"inputs": [_bytes_input(1)], "outputs": [{"name": "logits", "parameters": {"binary_data": "no"}}]}, 400,
+     "output 'logits': parameters.binary_data must be true or false"),
+    ({"inputs": [_bytes_input(1)], "parameters": {"binary_data_output": 1}}, 400, "a JSON boolean"),
 ])
 def test_requests_the_model_cannot_honour_get_json_errors(server: ServerProcess, document: dict, status: int,
                                                           fragment: str) -> None:
     response = _post_infer(server, json.dumps(document).encode())
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
+
+
+def test_an_empty_batch_keeps_the_label_axis(server: ServerProcess, tiny_bundle: Bundle) -> None:
+    labels = len(tiny_bundle.manifest.labels)
+    document = {"inputs": [_bytes_input(0)], "outputs": [{"name": "probabilities"}, {"name": "logits"},
+                                                         {"name": "attention"}],
+                "parameters": {"binary_data_output": False}}
+    response = _post_infer(server, json.dumps(document).encode())
+    assert response.status_code == 200, response.text
+    shapes = {output["name"]: output["shape"] for output in response.json()["outputs"]}
+    attention = tiny_bundle.manifest.outputs.attention
+    assert shapes == {"probabilities": [0, labels], "logits": [0, labels], "attention": [0, *attention.shape[1:]]}
 
 
 def test_a_version_that_is_not_a_number_is_400_and_an_absent_one_404(server: ServerProcess) -> None:

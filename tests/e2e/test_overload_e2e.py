@@ -1,24 +1,23 @@
 """Overload on 127.0.0.1, bounded in time and count: far more concurrent requests than the server admits. Every
 request gets an HTTP answer (no reset, no closed connection), and it is a success or a clean 503 (refused at the
 door, or queue full) or 504; the queue never grows past its bound; no admitted request is answered long after its
-deadline; the server serves normally afterwards. Door refusals happen before the body is read, and a deadline
-counts the upload."""
+deadline; the server serves normally afterwards. A slow upload holds an upload slot, never a compute slot; refusals
+at the upload door happen before the body is read; a body not in by the deadline is the client's 408."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from labelserve.loadgen import Connection, ProtocolError, multipart_request
 from labelserve.local_server import start_server
+from tests.http_testing import open_socket, read_response
 
 pytestmark = pytest.mark.e2e
 
@@ -99,96 +98,102 @@ def test_overload_is_refused_cleanly_and_the_queue_stays_bounded(model_repositor
     assert max(durations.get(504, [0.0])) <= DEADLINE_S + MARGIN_S
 
 
-def _open(url: str) -> socket.socket:
-    parts = urlsplit(url)
-    return socket.create_connection((parts.hostname, parts.port), timeout=30)
-
-
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed without an answer: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, body
-
-
-def test_a_request_over_the_limit_is_refused_before_its_body_and_the_connection_stays_usable(
+def test_a_request_over_the_upload_limit_is_refused_before_its_body_and_the_connection_stays_usable(
         model_repository: Path, tmp_path: Path, val_jpegs: list[tuple[str, bytes]]) -> None:
-    server = start_server(model_repository, tmp_path, max_in_flight="1", repository_poll_s="0", admission_wait_s="0")
+    server = start_server(model_repository, tmp_path, max_uploads="1", repository_poll_s="0", admission_wait_s="0")
     with server:
         request = multipart_request(server.url, "/predict", *val_jpegs[0])
         head_end = request.index(b"\r\n\r\n") + 4
-        holder = _open(server.url)
-        holder.sendall(request[:head_end + 10])  # admitted, now waiting for the rest of its body
+        holder = open_socket(server.url)
+        holder.sendall(request[:head_end + 10])  # uploading, now waiting for the rest of its body
         time.sleep(0.5)
-        refused = _open(server.url)
+        refused = open_socket(server.url)
         refused.sendall(request[:head_end])  # headers only: the answer must not wait for a body
-        status, headers, body = _read_response(refused)
+        status, headers, body = read_response(refused)
         assert (status, json.loads(body)["code"], headers["retry-after"]) == (503, "server_busy", "1")
+        assert "LABELSERVE_MAX_UPLOADS" in json.loads(body)["error"]
         holder.sendall(request[head_end + 10:])
-        assert _read_response(holder)[0] == 200
+        assert read_response(holder)[0] == 200
         refused.sendall(request[head_end:])  # the refused request's body is discarded; the connection lives on
         refused.sendall(request)
-        assert _read_response(refused)[0] == 200
+        assert read_response(refused)[0] == 200
         assert server.metric("labelserve_admission_rejections_total") == 1
         holder.close()
         refused.close()
         server.stop()
 
 
+def test_a_slow_upload_holds_no_compute_slot(model_repository: Path, tmp_path: Path,
+                                             val_jpegs: list[tuple[str, bytes]]) -> None:
+    """With one compute slot, a request whose body trickles in does not keep a ready request from computing."""
+    server = start_server(model_repository, tmp_path, max_in_flight="1", repository_poll_s="0", admission_wait_s="0")
+    with server:
+        request = multipart_request(server.url, "/predict", *val_jpegs[0])
+        head_end = request.index(b"\r\n\r\n") + 4
+        slow = open_socket(server.url)
+        slow.sendall(request[:head_end + 10])
+        time.sleep(0.3)
+        ready = open_socket(server.url)
+        for _ in range(3):
+            ready.sendall(request)
+            assert read_response(ready)[0] == 200
+        slow.sendall(request[head_end + 10:])
+        assert read_response(slow)[0] == 200
+        assert server.metric("labelserve_admission_rejections_total") == 0
+        slow.close()
+        ready.close()
+        server.stop()
+
+
 def test_a_request_over_the_limit_waits_at_the_door_for_a_slot_then_is_refused(
         model_repository: Path, tmp_path: Path, val_jpegs: list[tuple[str, bytes]]) -> None:
-    server = start_server(model_repository, tmp_path, max_in_flight="1", repository_poll_s="0",
+    server = start_server(model_repository, tmp_path, max_uploads="1", repository_poll_s="0",
                           admission_wait_s="0.5")
     with server:
         request = multipart_request(server.url, "/predict", *val_jpegs[0])
         head_end = request.index(b"\r\n\r\n") + 4
-        holder = _open(server.url)
-        holder.sendall(request[:head_end + 10])  # admitted, now waiting for the rest of its body
+        holder = open_socket(server.url)
+        holder.sendall(request[:head_end + 10])  # uploading, now waiting for the rest of its body
         time.sleep(0.3)
-        waiting = _open(server.url)
-        waiting.sendall(request)  # whole: admitted once the holder is done, if that is within the wait
+        waiting = open_socket(server.url)
+        waiting.sendall(request)  # whole: let in once the holder's body is read, if that is within the wait
         time.sleep(0.1)
         holder.sendall(request[head_end + 10:])
-        assert _read_response(holder)[0] == 200
-        assert _read_response(waiting)[0] == 200
+        assert read_response(holder)[0] == 200
+        assert read_response(waiting)[0] == 200
         assert server.metric("labelserve_admission_rejections_total") == 0
 
-        holder.sendall(request[:head_end + 10])  # the slot is taken again, and held past the wait
+        holder.sendall(request[:head_end + 10])  # the upload slot is taken again, and held past the wait
         time.sleep(0.3)
         started = time.monotonic()
         waiting.sendall(request[:head_end])
-        status, _, body = _read_response(waiting)
+        status, _, body = read_response(waiting)
         waited = time.monotonic() - started
         assert (status, json.loads(body)["code"]) == (503, "server_busy")
         assert waited >= 0.5, waited
         assert "after waiting 0.5 s" in json.loads(body)["error"]
         assert server.metric("labelserve_admission_rejections_total") == 1
         holder.sendall(request[head_end + 10:])
-        assert _read_response(holder)[0] == 200
+        assert read_response(holder)[0] == 200
         holder.close()
         waiting.close()
         server.stop()
 
 
-def test_the_deadline_counts_the_upload(model_repository: Path, tmp_path: Path,
-                                        val_jpegs: list[tuple[str, bytes]]) -> None:
+def test_a_body_not_in_by_the_deadline_is_the_clients_408(model_repository: Path, tmp_path: Path,
+                                                          val_jpegs: list[tuple[str, bytes]]) -> None:
+    """The deadline counts the upload; an upload that misses it is the client's fault (408), not a server 504."""
     server = start_server(model_repository, tmp_path, request_timeout_s="1", repository_poll_s="0")
     with server:
         request = multipart_request(server.url, "/predict", *val_jpegs[0])
-        slow = _open(server.url)
+        slow = open_socket(server.url)
         started = time.monotonic()
         slow.sendall(request[:len(request) // 2])  # the other half never comes in time
-        status, _, body = _read_response(slow)
+        status, _, body = read_response(slow)
         waited = time.monotonic() - started
-        assert (status, json.loads(body)["code"]) == (504, "deadline_exceeded")
+        assert (status, json.loads(body)["code"]) == (408, "request_timeout")
         assert 1.0 <= waited <= 1.0 + MARGIN_S, waited
+        assert server.metric("labelserve_requests_total", route="/predict", status="408") == 1
         slow.close()
         server.stop()
 
@@ -200,11 +205,11 @@ def test_an_idle_connection_outlives_uvicorns_five_seconds(model_repository: Pat
     server = start_server(model_repository, tmp_path, repository_poll_s="0")
     with server:
         request = multipart_request(server.url, "/predict", *val_jpegs[0])
-        client = _open(server.url)
+        client = open_socket(server.url)
         client.sendall(request)
-        assert _read_response(client)[0] == 200
+        assert read_response(client)[0] == 200
         time.sleep(6.0)
         client.sendall(request)
-        assert _read_response(client)[0] == 200
+        assert read_response(client)[0] == 200
         client.close()
         server.stop()

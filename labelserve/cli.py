@@ -139,27 +139,46 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from labelserve.bundle import list_versions, load_bundle
-    from service.tune import KNOBS, format_trials, read_images, stand_in_images, tune, write_config
+    from service.tune import KNOBS, changed_settings, format_trials, read_images, stand_in_images, tune, write_config
 
     repository, model = Path(args.repository), args.model
-    bundle = load_bundle(repository / model / str(list_versions(repository / model)[-1]))
-    payloads = read_images([Path(p) for p in args.images]) if args.images else stand_in_images(bundle)
+    versions = list_versions(repository / model)
+    if not versions:
+        raise ServingError(f"no version of model {model!r} in {repository}: `labelserve export <best.pt> "
+                           f"--repository {repository} --name {model}` makes one")
+    bundle = load_bundle(repository / model / str(versions[-1]))
+    try:
+        payloads = read_images([Path(p) for p in args.images]) if args.images else stand_in_images(bundle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--images: {exc}") from exc
     if not args.images:
         logger.warning("no --images given: measuring with stand-in JPEGs of twice the input size; real images "
                        "measure decoding as your clients will cost it")
+    knobs = args.knobs or KNOBS
     result = tune(repository, model, payloads, sorted(args.concurrency), args.latency_budget_ms, args.budget_s,
-                  args.seconds, knobs=args.knobs or KNOBS, confirm=args.confirm)
+                  args.seconds, knobs=knobs, confirm=args.confirm)
     sys.stdout.write(format_trials(result, sorted(args.concurrency)) + "\n")
+    if result.unmeasured:
+        logger.warning("the search was cut short: --budget-s %g ran out after %d of %d planned trials, so %s were "
+                       "not measured; what follows is the best of the trials above (raise --budget-s for the whole "
+                       "search)", args.budget_s, result.planned - len(result.unmeasured), result.planned,
+                       ", ".join(result.unmeasured))
     if not result.feasible:
-        logger.error("no setting kept p99 within %.0f ms (the closest: %.0f ms); config.json left as it is: raise "
-                     "--latency-budget-ms, or serve this model on a faster machine", args.latency_budget_ms,
-                     result.best.p99_ms())
-        return 3
-    if args.dry_run:
-        logger.info("dry run: %s left as it is", repository / model / "config.json")
+        raise ServingError(f"no setting kept p99 within {args.latency_budget_ms:g} ms (the closest: "
+                           f"{result.best.p99_ms():.0f} ms); config.json left as it is: raise --latency-budget-ms, or "
+                           "serve this model on a faster machine")
+    path = repository / model / "config.json"
+    changed = changed_settings(result, knobs)
+    if not changed:
+        logger.info("no setting measured better than the starting ones (%s); %s left as it is",
+                    ", ".join(f"{k} {result.start[k]}" for k in knobs), path)
         return 0
-    path = write_config(repository / model, {k: result.best.settings[k] for k in args.knobs or KNOBS})
-    logger.info("wrote %s: %s (used when the service next loads %s)", path, result.best.settings, model)
+    if args.dry_run:
+        logger.info("dry run: %s left as it is; the search would write %s", path, changed)
+        return 0
+    write_config(repository / model, changed)
+    logger.info("wrote %s into %s (measured better than %s; used when the service next loads %s)", changed, path,
+                {k: result.start[k] for k in changed}, model)
     return 0
 
 
@@ -189,6 +208,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for path in write_overlays(answer, images, Path(args.attention)):
             logger.info("wrote %s", path)
     return 0
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return number
 
 
 def _config_arguments(command: argparse.ArgumentParser) -> None:
@@ -282,20 +308,24 @@ def _parser() -> argparse.ArgumentParser:
                                                    "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
     tune_cmd = commands.add_parser("tune", help="measure serving settings for one model on this machine and write "
-                                                 "the best into <repository>/<model>/config.json")
-    tune_cmd.add_argument("--repository", default="models", help="model repository root")
+                                                 "those measured better into <repository>/<model>/config.json")
+    tune_cmd.add_argument("--repository", default="models", help="model repository root (default: %(default)s)")
     tune_cmd.add_argument("--model", required=True, help="model name (its newest version is measured)")
     tune_cmd.add_argument("--images", nargs="*", help="image files or folders to send (default: stand-in JPEGs)")
     tune_cmd.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
-                          help="closed-loop client counts to measure in every trial")
+                          help="closed-loop client counts to measure in every trial (default: %(default)s)")
     tune_cmd.add_argument("--latency-budget-ms", type=float,
                           help="p99 every concurrency must stay within (default: throughput only)")
-    tune_cmd.add_argument("--budget-s", type=float, default=600.0, help="stop starting trials after this long")
-    tune_cmd.add_argument("--seconds", type=float, default=5.0, help="measuring time per concurrency per trial")
+    tune_cmd.add_argument("--budget-s", type=_positive, default=600.0,
+                          help="stop starting trials after this many seconds; the trials left are listed "
+                               "(default: %(default)s)")
+    tune_cmd.add_argument("--seconds", type=_positive, default=5.0,
+                          help="measuring time per concurrency per trial (default: %(default)s)")
     tune_cmd.add_argument("--knobs", nargs="+", choices=["max_batch_size", "intra_op_threads", "decode_threads",
                                                           "intra_op_spinning", "max_queue_delay_ms", "engine"],
-                          help="which settings to search, in order (default: all)")
-    tune_cmd.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+                          help="which settings to search, in order (default: all, in this order)")
+    tune_cmd.add_argument("--dry-run", action="store_true", help="print the table and what would change; write "
+                                                                 "nothing")
     tune_cmd.add_argument("--no-confirm", dest="confirm", action="store_false",
                           help="adopt a faster setting on one trial, without measuring it and the best again")
     tune_cmd.set_defaults(func=_cmd_tune)

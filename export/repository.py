@@ -67,7 +67,8 @@ def checkpoint_val_images(train_config: dict, limit: int = 8) -> list[Path]:
     fix = "pass --parity-images <image files or folders>, a few images like those the model will serve"
     if not val:
         raise ExportError(f"no parity images: the checkpoint names no validation split; {fix}")
-    root = Path(data["image_root"]) if data.get("image_root") else None
+    root_name = data.get("val_image_root") or data.get("image_root")
+    root = Path(root_name) if root_name else None
     try:
         fmt = resolve_format(data.get("format", "coco"), Path(val), "data.val_annotations")
         split = read_split(fmt, Path(val), root)

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from labelserve.errors import EXIT_CODES, ConfigError, ServingError, UserError
+from labelserve.errors import EXIT_CODES, ConfigError, DataError, ServingError, UserError
 
 __all__ = ["main"]
 
@@ -68,7 +68,9 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
     report = check_dataset(load_config(args.config, args.overrides).data)
     sys.stdout.write(format_report(report))
-    report.raise_for_problems()
+    if not report.ok:
+        raise DataError(f"{report.problem_count} problem{'s' if report.problem_count > 1 else ''} in the dataset, "
+                        f"listed above; the first: {report.problems[0]}")
     return 0
 
 
@@ -160,8 +162,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     sys.stdout.write(format_trials(result, sorted(args.concurrency)) + "\n")
     if result.unmeasured:
         logger.warning("the search was cut short: --budget-s %g ran out after %d of %d planned trials, so %s were "
-                       "not measured; what follows is the best of the trials above (raise --budget-s for the whole "
-                       "search)", args.budget_s, result.planned - len(result.unmeasured), result.planned,
+                       "not measured; the * row is the best of what was (raise --budget-s for the whole search)",
+                       args.budget_s, result.planned - len(result.unmeasured), result.planned,
                        ", ".join(result.unmeasured))
     if not result.feasible:
         raise ServingError(f"no setting kept p99 within {args.latency_budget_ms:g} ms (the closest: "

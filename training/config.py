@@ -18,7 +18,9 @@ import yaml
 from labelserve.errors import ConfigError
 from labelserve.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
-__all__ = ["DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
+__all__ = ["SHIPPED_CONFIGS", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # in a checkout (or an editable install)
 
 
 @dataclass
@@ -33,7 +35,8 @@ class DataConfig:
     format: Literal["auto", "coco", "voc", "list", "attributes"] = "auto"
     train_annotations: str = ""
     val_annotations: str = ""
-    image_root: str | None = None  # COCO only; default: <annotations folder>/../images
+    image_root: str | None = None  # COCO: the folder file_name is relative to; default <annotations folder>/../images
+    val_image_root: str | None = None  # COCO: the same for the validation split; default image_root's rule
     image_size: int = 224
     resize: Literal["squash", "center_crop"] = "squash"
     interpolation: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
@@ -215,8 +218,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     tree: dict[str, Any] = {}
     if path is not None:
         if not Path(path).is_file():
-            raise ConfigError(f"config file {path} does not exist; configs/demo.yaml and configs/pretrained.yaml "
-                              "are starting points")
+            raise ConfigError(f"config file {path} does not exist; the starting points are "
+                              f"{SHIPPED_CONFIGS / 'pretrained.yaml'} (pretrained, for your own images) and "
+                              f"{SHIPPED_CONFIGS / 'demo.yaml'} (from scratch)")
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:

@@ -18,8 +18,9 @@ def _image(path: Path) -> Path:
     return path
 
 
-def _config(fmt: str, val: Path, image_root: Path | None = None) -> dict:
-    return {"data": {"format": fmt, "val_annotations": str(val), "image_root": str(image_root) if image_root else None}}
+def _config(fmt: str, val: Path, image_root: Path | None = None, val_image_root: Path | None = None) -> dict:
+    return {"data": {"format": fmt, "val_annotations": str(val), "image_root": str(image_root) if image_root else None,
+                     "val_image_root": str(val_image_root) if val_image_root else None}}
 
 
 def test_each_format_yields_its_validation_images(tmp_path: Path) -> None:
@@ -43,6 +44,7 @@ def test_each_format_yields_its_validation_images(tmp_path: Path) -> None:
     (tmp_path / "coco" / "val.json").write_text('{"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": [], '
                                                 '"categories": [{"id": 1, "name": "cat"}]}')
     assert checkpoint_val_images(_config("coco", tmp_path / "coco" / "val.json", coco.parent)) == [coco]
+    assert checkpoint_val_images(_config("coco", tmp_path / "coco" / "val.json", tmp_path, coco.parent)) == [coco]
 
 
 def test_when_none_can_be_found_the_message_names_the_flag(tmp_path: Path) -> None:

@@ -33,8 +33,10 @@ def test_help_has_its_whole_first_sentence_and_the_exit_codes(capsys: Capture) -
 
 def test_a_config_mistake_is_one_line_and_exit_code_2(tmp_path: Path, capsys: Capture) -> None:
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
-    assert _error_line(capsys) == (f"error: config file {tmp_path / 'nope.yaml'} does not exist; configs/demo.yaml and "
-                                   "configs/pretrained.yaml are starting points")
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert _error_line(capsys) == (f"error: config file {tmp_path / 'nope.yaml'} does not exist; the starting points "
+                                   f"are {configs / 'pretrained.yaml'} (pretrained, for your own images) and "
+                                   f"{configs / 'demo.yaml'} (from scratch)")
     assert main(["data", "check", "--set", "optim.lrr=1"]) == 2
     assert "unknown key(s) ['lrr'] in optim" in _error_line(capsys)
 
@@ -78,7 +80,8 @@ def test_data_check_prints_the_report_and_fails_on_a_problem(tmp_path: Path, cap
     assert main(args) == 4
     captured = capsys.readouterr()
     assert "format: list (inferred from the files); 1 labels" in captured.out and "problems (1):" in captured.out
-    assert captured.err.startswith(f"error: {tmp_path / 'train.csv'}:3: {tmp_path / 'missing.png'} does not exist")
+    assert captured.err.startswith(f"error: 1 problem in the dataset, listed above; the first: "
+                                   f"{tmp_path / 'train.csv'}:3: {tmp_path / 'missing.png'} does not exist")
     (tmp_path / "train.csv").write_text("path,labels\ngreen.png,green\n")
     assert main(args) == 0
     assert "no problems" in capsys.readouterr().out

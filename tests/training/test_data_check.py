@@ -106,3 +106,26 @@ def test_a_wrong_model_setting_is_a_config_error_and_writes_nothing(photos: Path
     with pytest.raises(ConfigError, match=message):
         run_training(config, show_progress=False)
     assert not (photos / "run").exists()
+
+
+def test_coco_splits_in_folders_of_their_own_as_ms_coco_keeps_them(photos: Path) -> None:
+    """annotations/instances_{train,val}2017.json with file_name relative to train2017/ and val2017/."""
+    import json
+
+    for split, name in (("train2017", "china"), ("val2017", "flower")):
+        (photos / split).mkdir()
+        (photos / "img" / f"{name}.jpg").rename(photos / split / "0001.jpg")
+    (photos / "annotations").mkdir()
+    for split in ("train2017", "val2017"):
+        document = {"images": [{"id": 1, "file_name": "0001.jpg"}], "categories": [{"id": 3, "name": "thing"}],
+                    "annotations": [{"id": 1, "image_id": 1, "category_id": 3}]}
+        (photos / "annotations" / f"instances_{split}.json").write_text(json.dumps(document))
+    data = DataConfig(train_annotations=str(photos / "annotations" / "instances_train2017.json"),
+                      val_annotations=str(photos / "annotations" / "instances_val2017.json"), image_size=32)
+    report = check_dataset(data)
+    assert report.problem_count == 2
+    assert f"does not exist (file_name is relative to data.image_root, here {photos / 'images'})" in \
+        str(report.problems[0])
+    rooted = DataConfig(**{**data.__dict__, "image_root": str(photos / "train2017"),
+                           "val_image_root": str(photos / "val2017")})
+    assert check_dataset(rooted).ok

@@ -126,9 +126,10 @@ def _unknown_labels(report: DataReport, val: MultiLabelSet, train_path: str) -> 
                                                   "the model cannot learn it; label training images with it too"))
 
 
-def _where_paths_live(fmt: DatasetFormat, annotations: Path, sample: MultiLabelSample) -> str:
+def _where_paths_live(fmt: DatasetFormat, annotations: Path, root: Path | None, key: str) -> str:
     if fmt == "coco":
-        return f"file_name is relative to data.image_root, here {sample.path.parent}"
+        here = root if root is not None else annotations.resolve().parent.parent / "images"
+        return f"file_name is relative to {key}, here {here}"
     if fmt == "voc":
         return "VOC images are <root>/JPEGImages/<id>.jpg"
     return f"paths are relative to the folder of {annotations.name}: {annotations.parent}"
@@ -148,21 +149,22 @@ def _image_problem(sample: MultiLabelSample, spec: PreprocessSpec) -> str | None
 
 
 def _check_images(report: DataReport, fmt: DatasetFormat, data: DataConfig, annotations: Path,
-                  split: MultiLabelSet) -> None:
+                  split: MultiLabelSet, root: tuple[Path | None, str]) -> None:
     spec = data.preprocess_spec()
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="data-check") as pool:
         found = list(pool.map(lambda sample: _image_problem(sample, spec), split.samples))
     for sample, problem in zip(split.samples, found, strict=True):
         if problem is not None:
-            hint = _where_paths_live(fmt, annotations, sample) if "does not exist" in problem else ""
+            hint = _where_paths_live(fmt, annotations, *root) if "does not exist" in problem else ""
             report.add(Problem(sample.source, f"{problem} ({hint})" if hint else problem))
 
 
-def _summary(name: str, path: Path, split: MultiLabelSet) -> SplitSummary:
-    targets = split.targets()
-    positives = tuple(int(v) for v in targets.sum(axis=0)) if len(split.samples) else (0,) * len(split.labels)
-    unlabeled = int((targets.sum(axis=1) == 0).sum()) if len(split.samples) else 0
-    return SplitSummary(name, path, len(split.samples), unlabeled, positives)
+def _summary(name: str, path: Path, split: MultiLabelSet, own: MultiLabelSet) -> SplitSummary:
+    """Counts of `split` (in the training labels' order); images without labels as the file has them (`own`)."""
+    if not split.samples:
+        return SplitSummary(name, path, 0, 0, (0,) * len(split.labels))
+    positives = tuple(int(v) for v in split.targets().sum(axis=0))
+    return SplitSummary(name, path, len(split.samples), int((own.targets().sum(axis=1) == 0).sum()), positives)
 
 
 def _warn(report: DataReport, fmt: DatasetFormat) -> None:
@@ -191,13 +193,14 @@ def check_dataset(data: DataConfig) -> DataReport:
     """
     started = time.perf_counter()
     fmt = _resolve(data)
-    root = Path(data.image_root) if data.image_root else None
+    train_root = Path(data.image_root) if data.image_root else None
+    val_root = Path(data.val_image_root) if data.val_image_root else train_root
     train_path, val_path = Path(data.train_annotations), Path(data.val_annotations)
-    train = read_split(fmt, train_path, root, include_unlabeled=data.include_unlabeled)
-    val_own = read_split(fmt, val_path, root)
+    train = read_split(fmt, train_path, train_root, include_unlabeled=data.include_unlabeled)
+    val_own = read_split(fmt, val_path, val_root)
     val = _align(val_own, train.labels)
     report = DataReport(fmt, data.format == "auto", train.labels, train, val,
-                        (_summary("train", train_path, train), _summary("val", val_path, val)))
+                        (_summary("train", train_path, train, train), _summary("val", val_path, val, val_own)))
     for split, path in ((train, train_path), (val, val_path)):
         if not split.samples:
             report.add(Problem(str(path), "no images in this split"))
@@ -207,24 +210,30 @@ def check_dataset(data: DataConfig) -> DataReport:
         report.add(Problem(str(val_path), "no validation image carries a label the training split has: nothing "
                                           "to measure the model on"))
     _unknown_labels(report, val_own, str(train_path))
-    for split, path in ((train, train_path), (val_own, val_path)):
-        _check_images(report, fmt, data, path, split)
+    val_key = "data.val_image_root" if data.val_image_root else "data.image_root"
+    for split, path, root in ((train, train_path, (train_root, "data.image_root")),
+                              (val_own, val_path, (val_root, val_key))):
+        _check_images(report, fmt, data, path, split, root)
     _warn(report, fmt)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned first and last columns, right-aligned numbers between."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) if i in (0, len(row) - 1) else cell.rjust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip() for row in rows]
 
 
 def format_report(report: DataReport) -> str:
     """The report as text: format, a row per split, a row per label, warnings, problems."""
     how = "inferred from the files" if report.inferred else "data.format"
     lines = [f"format: {report.format} ({how}); {len(report.labels)} labels; checked in {report.seconds:.1f} s", ""]
-    rows = [("split", "images", "without labels", "annotations")]
-    rows += [(s.name, str(s.images), str(s.unlabeled), str(s.path)) for s in report.splits]
-    rows += [("", "", "", ""), ("label", "train", "val", "")]
-    rows += [(label, *(str(s.positives[i]) for s in report.splits), "") for i, label in enumerate(report.labels)]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines += ["  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:3], widths[1:], strict=True)),
-                         row[3]]).rstrip() for row in rows]
+    lines += _table([("split", "images", "without labels", "annotations"),
+                     *((s.name, str(s.images), str(s.unlabeled), str(s.path)) for s in report.splits)])
+    counts = [(label, *(str(s.positives[i]) for s in report.splits), "") for i, label in enumerate(report.labels)]
+    lines += ["", *_table([("label", "train", "val", ""), *counts])]
     if report.warnings:
         lines += ["", f"warnings ({len(report.warnings)}):", *(f"  {w}" for w in report.warnings)]
     if report.problem_count:

@@ -164,16 +164,24 @@ def _inference_speed(checkpoint: Path, side: int, device: torch.device, batch: i
     return batch * runs / (time.perf_counter() - started)
 
 
+def method_overrides(row: Row, preset: Preset) -> list[str]:
+    """The `key=value` overrides that put a row's head, loss and schedule on the preset's backbone, data aside
+    (configs/pretrained.yaml is the query2label+ASL row of the pretrained preset; a test holds them equal)."""
+    return [
+        f"task={row.task}", f"data.batch_size={preset.batch_size}", f"data.workers={preset.workers}",
+        f"model.backbone={preset.backbone}", *preset.backbone_overrides, f"model.head={row.head}",
+        f"model.head_kwargs={row.head_kwargs or {}}", f"loss.name={row.loss}",
+        *((f"loss.kwargs={row.loss_kwargs}",) if row.loss_kwargs else ()), *(() if row.recipe else _SHARED_OPTIM),
+        f"optim.epochs={preset.epochs}", "seed=0", "tensorboard=false",
+    ]
+
+
 def row_overrides(row: Row, preset: Preset, out: Path) -> tuple[Path | None, list[str]]:
     """The row's recipe file (or None) and the `key=value` overrides that put it on the preset's data and backbone."""
     fmt, data_overrides = (_objects_data if row.task == "objects" else _attributes_data)(preset)
     recipe = CONFIGS / row.recipe if row.recipe else None
     return recipe, [
-        f"task={row.task}", f"data.format={fmt}", *data_overrides, f"data.batch_size={preset.batch_size}",
-        f"data.workers={preset.workers}", f"model.backbone={preset.backbone}", *preset.backbone_overrides,
-        f"model.head={row.head}", f"model.head_kwargs={row.head_kwargs or {}}", f"loss.name={row.loss}",
-        *((f"loss.kwargs={row.loss_kwargs}",) if row.loss_kwargs else ()), *(() if recipe else _SHARED_OPTIM),
-        f"optim.epochs={preset.epochs}", "seed=0", "tensorboard=false",
+        f"data.format={fmt}", *data_overrides, *method_overrides(row, preset),
         f"output_dir={out / (row.task + '-' + re.sub(r'[^A-Za-z0-9.]+', '-', row.name).strip('-'))}", *row.overrides,
     ]
 

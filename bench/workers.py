@@ -32,7 +32,7 @@ from bench.images import jpeg_payloads
 from labelserve.loadgen import closed_loop, multipart_request, process_tree_cpu_s
 from labelserve.local_server import ServerProcess, start_server
 
-_THREADS = re.compile(r"\((\d+) CPUs, (.+?) onnxruntime intra-op threads each\)")
+_THREADS = re.compile(r"\((\d+) CPUs; (\d+) onnxruntime intra-op threads? each")  # service.workers' start-up line
 _START_MARGIN_S = 0.5  # for every client process to be waiting on the common start time
 
 

@@ -15,11 +15,12 @@ import onnxruntime as ort
 import torch
 
 from export.wrapper import ExportWrapper
+from labelserve.errors import ExportError
 
 __all__ = ["ParityError", "ParityReport", "check_onnx_parity", "differences_and_scales", "largest_differences"]
 
 
-class ParityError(RuntimeError):
+class ParityError(ExportError, RuntimeError):
     """The exported engine's outputs differ from PyTorch's beyond tolerance."""
 
 

@@ -18,11 +18,14 @@ from export.tensorrt_plan import PLAN_FILENAME, PLAN_TOLERANCE, build_plan, chec
 from export.torch_program import TORCH_PROGRAM_FILENAME, export_torch_program
 from export.wrapper import ExportWrapper
 from labelserve.bundle import Bundle, EngineSpec, Manifest, OutputsSpec, TensorSpec, next_version, write_bundle
+from labelserve.errors import DataError, ExportError
 from labelserve.preprocess import PreprocessSpec, preprocess
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.data.dataset import load_rgb
+from training.data.formats import resolve_format
+from training.data.readers import read_split
 
-__all__ = ["export_bundle", "load_parity_images"]
+__all__ = ["checkpoint_val_images", "export_bundle", "load_parity_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,28 +34,52 @@ _PRODUCER_PACKAGES = ("labelserve", "torch", "timm", "onnx", "onnxruntime", "ten
 
 
 def load_parity_images(paths: Sequence[Path], spec: PreprocessSpec, limit: int = 8) -> np.ndarray:
-    """Decode and preprocess up to `limit` image files (folders are searched for .jpg/.jpeg/.png) to `[N, 3, H, W]`."""
+    """Decode and preprocess up to `limit` image files (folders are searched for .jpg/.jpeg/.png) to `[N, 3, H, W]`.
+
+    Raises:
+        ExportError: a path does not exist, or there is no image among them.
+    """
     files: list[Path] = []
     for path in paths:
         if not path.exists():
-            raise FileNotFoundError(f"parity image path {path} does not exist")
+            raise ExportError(f"parity image path {path} does not exist; --parity-images takes image files or "
+                              "folders")
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}))
         else:
             files.append(path)
     files = files[:limit]
     if not files:
-        raise FileNotFoundError(f"no parity images found in {[str(p) for p in paths]}")
+        raise ExportError(f"no parity images found in {[str(p) for p in paths]}: --parity-images takes image files "
+                          "or folders holding .jpg, .jpeg or .png files")
     return np.stack([preprocess(load_rgb(str(f), spec), spec) for f in files])
 
 
-def _default_parity_sources(train_config: dict) -> list[Path]:
-    val = train_config.get("data", {}).get("val_annotations")
+def checkpoint_val_images(train_config: dict, limit: int = 8) -> list[Path]:
+    """Up to `limit` images of the validation split the checkpoint was trained with, read with its own format
+    (COCO, VOC, list or attributes), that exist here.
+
+    Raises:
+        ExportError: there are none, saying why and naming `--parity-images`.
+    """
+    data = train_config.get("data", {})
+    val = data.get("val_annotations")
+    fix = "pass --parity-images <image files or folders>, a few images like those the model will serve"
     if not val:
-        return []
-    root = train_config["data"].get("image_root")
-    images = Path(root) if root else Path(val).resolve().parent.parent / "images"
-    return [images / "val"] if (images / "val").is_dir() else [images] if images.is_dir() else []
+        raise ExportError(f"no parity images: the checkpoint names no validation split; {fix}")
+    root_name = data.get("val_image_root") or data.get("image_root")
+    root = Path(root_name) if root_name else None
+    try:
+        fmt = resolve_format(data.get("format", "coco"), Path(val), "data.val_annotations")
+        split = read_split(fmt, Path(val), root)
+    except DataError as exc:
+        raise ExportError(f"no parity images: the checkpoint's validation split cannot be read here ({exc}); "
+                          f"{fix}") from exc
+    files = [sample.path for sample in split.samples if sample.path.is_file()][:limit]
+    if not files:
+        raise ExportError(f"no parity images: none of the {len(split.samples)} images of the checkpoint's validation "
+                          f"split {val} exists here; {fix}")
+    return files
 
 
 def _producer_versions() -> dict[str, str]:
@@ -87,7 +114,8 @@ def export_bundle(
         name: model name in the repository.
         version: explicit version; default is one above the newest present.
         max_batch: largest batch the service may send (recorded in the manifest).
-        parity_images: image files or folders for the parity check; default: the checkpoint's val images.
+        parity_images: image files or folders for the parity check; default: images of the checkpoint's validation
+            split (`checkpoint_val_images`).
         tolerance: largest acceptable difference between PyTorch and onnxruntime, per unit of an output's
             scale (`export.parity.ParityReport`).
         with_attention: export the per-label attention maps as a second output.
@@ -97,17 +125,16 @@ def export_bundle(
         tensorrt_precision: the plan's precision.
 
     Raises:
-        RuntimeError: `tensorrt` is asked for on a machine without TensorRT or a GPU (before any work is done).
+        ExportError: `tensorrt` is asked for on a machine without TensorRT or a GPU (before any work is done); the
+            checkpoint cannot be read; no parity images; the parity check fails (`ParityError`).
     """
     if tensorrt and (problem := tensorrt_missing()):
-        raise RuntimeError(problem)
+        raise ExportError(problem)
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
     wrapper = ExportWrapper(model, with_attention=with_attention)
     spec = checkpoint.preprocess
-    sources = list(parity_images) if parity_images else _default_parity_sources(checkpoint.train_config)
-    if not sources:
-        raise ValueError("no parity images: pass parity_images (the checkpoint names no validation images)")
+    sources = list(parity_images) if parity_images else checkpoint_val_images(checkpoint.train_config)
     images = load_parity_images(sources, spec)
     version = version or next_version(repository / name)
     with tempfile.TemporaryDirectory(prefix="labelserve-export-") as tmp:

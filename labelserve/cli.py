@@ -1,7 +1,9 @@
 """`labelserve data|train|export|demo|visualize|serve|predict|tune`: argument parsing only; the work lives in the
 packages.
 
-Imports happen inside each command, so `labelserve serve` never loads torch.
+Imports happen inside each command, so `labelserve serve` never loads torch. A mistake the user can fix
+(`labelserve.errors.UserError`) ends as one line on stderr and the exit code of its kind; any other exception is a
+bug, shown as one line too unless `--debug` (or LABELSERVE_DEBUG=1) asks for the traceback.
 """
 
 from __future__ import annotations
@@ -10,10 +12,26 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from labelserve.errors import EXIT_CODES, ConfigError, DataError, ServingError, UserError
+
 __all__ = ["main"]
+
+_DESCRIPTION = ("Multi-label image classification, from your labelled images to a served model:\n"
+                "check the data, train, export to ONNX, serve over HTTP, predict.")
+_EPILOG = """first steps (docs/own-images.md walks through them for COCO, VOC, CSV list and attribute data):
+  labelserve data check --config configs/pretrained.yaml --set data.train_annotations=train.csv \\
+      data.val_annotations=val.csv
+  labelserve train      (the same --config and --set, plus output_dir=runs/x)
+  labelserve export runs/x/best.pt --repository models --name mymodel
+  labelserve serve --repository models
+  labelserve predict photo.jpg
+
+exit codes:
+""" + "\n".join(f"  {code:<3} {meaning}" for code, meaning in EXIT_CODES.items())
 
 logger = logging.getLogger("labelserve")
 _NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch._export", "torch.export", "matplotlib", "PIL", "httpx",
@@ -41,6 +59,18 @@ def _cmd_data(args: argparse.Namespace) -> int:
                                               workers=args.workers)
     for split, path in written.items():
         logger.info("%s: %s", split, path)
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.data.check import check_dataset, format_report
+
+    report = check_dataset(load_config(args.config, args.overrides).data)
+    sys.stdout.write(format_report(report))
+    if not report.ok:
+        raise DataError(f"{report.problem_count} problem{'s' if report.problem_count > 1 else ''} in the dataset, "
+                        f"listed above; the first: {report.problems[0]}")
     return 0
 
 
@@ -88,37 +118,69 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from service.repository import RepositoryError, check_repository_root
     from service.server import serve
     from service.settings import Settings
 
     overrides = {"model_repository": args.repository, "host": args.host, "port": args.port, "workers": args.workers,
                  "log_level": "DEBUG" if args.verbose else None}  # the service's JSON logging replaces the CLI's
-    return serve(Settings(**{k: v for k, v in overrides.items() if v is not None}))
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"LABELSERVE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"invalid setting: {problems}") from exc
+    try:
+        check_repository_root(settings.model_repository)
+    except RepositoryError as exc:  # found before the server starts: a plain line, not a JSON log record
+        raise ServingError(str(exc)) from exc
+    return serve(settings)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from labelserve.bundle import list_versions, load_bundle
-    from service.tune import KNOBS, format_trials, read_images, stand_in_images, tune, write_config
+    from service.tune import KNOBS, changed_settings, format_trials, read_images, stand_in_images, tune, write_config
 
     repository, model = Path(args.repository), args.model
-    bundle = load_bundle(repository / model / str(list_versions(repository / model)[-1]))
-    payloads = read_images([Path(p) for p in args.images]) if args.images else stand_in_images(bundle)
+    versions = list_versions(repository / model)
+    if not versions:
+        raise ServingError(f"no version of model {model!r} in {repository}: `labelserve export <best.pt> "
+                           f"--repository {repository} --name {model}` makes one")
+    bundle = load_bundle(repository / model / str(versions[-1]))
+    try:
+        payloads = read_images([Path(p) for p in args.images]) if args.images else stand_in_images(bundle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--images: {exc}") from exc
     if not args.images:
         logger.warning("no --images given: measuring with stand-in JPEGs of twice the input size; real images "
                        "measure decoding as your clients will cost it")
+    knobs = args.knobs or KNOBS
     result = tune(repository, model, payloads, sorted(args.concurrency), args.latency_budget_ms, args.budget_s,
-                  args.seconds, knobs=args.knobs or KNOBS, confirm=args.confirm)
+                  args.seconds, knobs=knobs, confirm=args.confirm)
     sys.stdout.write(format_trials(result, sorted(args.concurrency)) + "\n")
+    if result.unmeasured:
+        logger.warning("the search was cut short: --budget-s %g ran out after %d of %d planned trials, so %s were "
+                       "not measured; the * row is the best of what was (raise --budget-s for the whole search)",
+                       args.budget_s, result.planned - len(result.unmeasured), result.planned,
+                       ", ".join(result.unmeasured))
     if not result.feasible:
-        logger.error("no setting kept p99 within %.0f ms (the closest: %.0f ms); config.json left as it is: raise "
-                     "--latency-budget-ms, or serve this model on a faster machine", args.latency_budget_ms,
-                     result.best.p99_ms())
-        return 3
-    if args.dry_run:
-        logger.info("dry run: %s left as it is", repository / model / "config.json")
+        raise ServingError(f"no setting kept p99 within {args.latency_budget_ms:g} ms (the closest: "
+                           f"{result.best.p99_ms():.0f} ms); config.json left as it is: raise --latency-budget-ms, or "
+                           "serve this model on a faster machine")
+    path = repository / model / "config.json"
+    changed = changed_settings(result, knobs)
+    if not changed:
+        logger.info("no setting measured better than the starting ones (%s); %s left as it is",
+                    ", ".join(f"{k} {result.start[k]}" for k in knobs), path)
         return 0
-    path = write_config(repository / model, {k: result.best.settings[k] for k in args.knobs or KNOBS})
-    logger.info("wrote %s: %s (used when the service next loads %s)", path, result.best.settings, model)
+    if args.dry_run:
+        logger.info("dry run: %s left as it is; the search would write %s", path, changed)
+        return 0
+    write_config(repository / model, changed)
+    logger.info("wrote %s into %s (measured better than %s; used when the service next loads %s)", changed, path,
+                {k: result.start[k] for k in changed}, model)
     return 0
 
 
@@ -150,26 +212,54 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return number
+
+
+def _config_arguments(command: argparse.ArgumentParser) -> None:
+    """--config and --set, shared by `train` and `data check` so both read the same dataset."""
+    command.add_argument("--config", help="YAML file; configs/pretrained.yaml and configs/demo.yaml are starting "
+                                          "points (docs/own-images.md)")
+    command.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                         help="override config keys, e.g. data.train_annotations=data/train.csv optim.epochs=10")
+
+
+def _data_parsers(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="check a dataset, or generate a synthetic one")
+    kinds = data.add_subparsers(dest="task", required=True)
+    check = kinds.add_parser("check", help="read both splits as `train` will and decode every image: counts per "
+                                           "label and split, and the first problems with file and line")
+    _config_arguments(check)
+    check.set_defaults(func=_cmd_data_check)
+    for task, what in (("objects", "synthetic scenes of 20 object classes, as a COCO dataset (JPEGs + instances "
+                                   "json)"),
+                       ("attributes", "synthetic figures with 25 binary attributes, as an attribute table (CSV)")):
+        synthetic = kinds.add_parser(task, help=what)
+        synthetic.add_argument("--out", required=True, help="output folder")
+        synthetic.add_argument("--train", type=int, default=4000, help="training images (default: %(default)s)")
+        synthetic.add_argument("--val", type=int, default=800, help="validation images (default: %(default)s)")
+        synthetic.add_argument("--image-size", type=int, default=160,
+                               help="objects: side of the square images; attributes: height (width is half), in "
+                                    "pixels (default: %(default)s)")
+        synthetic.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+        synthetic.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
+        synthetic.set_defaults(func=_cmd_data)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labelserve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="labelserve", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also LABELSERVE_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
+    _data_parsers(commands)
 
-    data = commands.add_parser("data", help="generate a synthetic benchmark: objects (COCO json) or attributes (CSV)")
-    data.add_argument("task", choices=["objects", "attributes"], help="which synthetic task")
-    data.add_argument("--out", required=True, help="output folder")
-    data.add_argument("--train", type=int, default=4000, help="training images")
-    data.add_argument("--val", type=int, default=800, help="validation images")
-    data.add_argument("--image-size", type=int, default=160,
-                      help="objects: side of the square images; attributes: height (width is half), in pixels")
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--workers", type=int, default=2, help="rendering processes")
-    data.set_defaults(func=_cmd_data)
-
-    train = commands.add_parser("train", help="train a model from a YAML config")
-    train.add_argument("--config", help="YAML file (configs/*.yaml)")
-    train.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override config keys, e.g. optim.lr=3e-4 data.batch_size=64")
+    train = commands.add_parser("train", help="train a model from a YAML config (the dataset is checked first)")
+    _config_arguments(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     train.set_defaults(func=_cmd_train)
 
@@ -178,22 +268,26 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--repository", required=True, help="model repository root")
     export.add_argument("--name", required=True, help="model name in the repository")
     export.add_argument("--version", type=int, help="version number (default: newest + 1)")
-    export.add_argument("--max-batch", type=int, default=32, help="largest batch the service may run")
-    export.add_argument("--parity-images", nargs="*", help="images or folders for the parity check")
+    export.add_argument("--max-batch", type=int, default=32,
+                        help="largest batch the service may run (default: %(default)s)")
+    export.add_argument("--parity-images", nargs="*", help="images or folders for the parity check (default: images "
+                                                           "of the checkpoint's validation split)")
     export.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest allowed |torch - onnxruntime| per unit of an output's largest magnitude (>= 1)")
+                        help="largest allowed |torch - onnxruntime| per unit of an output's largest magnitude (>= 1; "
+                             "default: %(default)s)")
     export.add_argument("--no-attention", action="store_true", help="export logits only")
     export.add_argument("--torch-program", action="store_true",
                         help="also ship a torch.export program (model.pt2) for the service's torch engine")
     export.add_argument("--tensorrt", action="store_true",
                         help="also build a TensorRT plan (model.plan) for this machine's GPU and TensorRT version")
     export.add_argument("--tensorrt-precision", choices=["fp32", "fp16"], default="fp32",
-                        help="precision of the TensorRT plan (fp16: TensorRT 10 only)")
+                        help="precision of the TensorRT plan (fp16: TensorRT 10 only; default: %(default)s)")
     export.set_defaults(func=_cmd_export)
 
     demo = commands.add_parser("demo", help="build the demo model (synthetic data -> train -> export) if missing")
-    demo.add_argument("--repository", default="models", help="model repository root")
-    demo.add_argument("--workdir", default=".cache/demo", help="where data and the training run are kept")
+    demo.add_argument("--repository", default="models", help="model repository root (default: %(default)s)")
+    demo.add_argument("--workdir", default=".cache/demo",
+                      help="where data and the training run are kept (default: %(default)s)")
     demo.add_argument("--force", action="store_true", help="rebuild even if a demo model exists")
     demo.set_defaults(func=_cmd_demo)
 
@@ -202,8 +296,10 @@ def _parser() -> argparse.ArgumentParser:
     visualize.add_argument("model", help="a checkpoint file (best.pt) or a bundle folder (models/<name>[/<version>])")
     visualize.add_argument("images", nargs="+", help="the images to look at")
     visualize.add_argument("--out", help="PNG to write (default: <first image>.labels.png beside it)")
-    visualize.add_argument("--top-k", type=int, default=5, help="labels listed above each image")
-    visualize.add_argument("--max-maps", type=int, default=6, help="attention overlays per image, at most")
+    visualize.add_argument("--top-k", type=int, default=5, help="labels listed above each image (default: "
+                                                                  "%(default)s)")
+    visualize.add_argument("--max-maps", type=int, default=6,
+                           help="attention overlays per image, at most (default: %(default)s)")
     visualize.set_defaults(func=_cmd_visualize)
 
     serve = commands.add_parser("serve", help="serve every model in a repository over HTTP")
@@ -214,20 +310,24 @@ def _parser() -> argparse.ArgumentParser:
                                                    "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
     tune_cmd = commands.add_parser("tune", help="measure serving settings for one model on this machine and write "
-                                                 "the best into <repository>/<model>/config.json")
-    tune_cmd.add_argument("--repository", default="models", help="model repository root")
+                                                 "those measured better into <repository>/<model>/config.json")
+    tune_cmd.add_argument("--repository", default="models", help="model repository root (default: %(default)s)")
     tune_cmd.add_argument("--model", required=True, help="model name (its newest version is measured)")
     tune_cmd.add_argument("--images", nargs="*", help="image files or folders to send (default: stand-in JPEGs)")
     tune_cmd.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
-                          help="closed-loop client counts to measure in every trial")
+                          help="closed-loop client counts to measure in every trial (default: %(default)s)")
     tune_cmd.add_argument("--latency-budget-ms", type=float,
                           help="p99 every concurrency must stay within (default: throughput only)")
-    tune_cmd.add_argument("--budget-s", type=float, default=600.0, help="stop starting trials after this long")
-    tune_cmd.add_argument("--seconds", type=float, default=5.0, help="measuring time per concurrency per trial")
+    tune_cmd.add_argument("--budget-s", type=_positive, default=600.0,
+                          help="stop starting trials after this many seconds; the trials left are listed "
+                               "(default: %(default)s)")
+    tune_cmd.add_argument("--seconds", type=_positive, default=5.0,
+                          help="measuring time per concurrency per trial (default: %(default)s)")
     tune_cmd.add_argument("--knobs", nargs="+", choices=["max_batch_size", "intra_op_threads", "decode_threads",
                                                           "intra_op_spinning", "max_queue_delay_ms", "engine"],
-                          help="which settings to search, in order (default: all)")
-    tune_cmd.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+                          help="which settings to search, in order (default: all, in this order)")
+    tune_cmd.add_argument("--dry-run", action="store_true", help="print the table and what would change; write "
+                                                                 "nothing")
     tune_cmd.add_argument("--no-confirm", dest="confirm", action="store_false",
                           help="adopt a faster setting on one trial, without measuring it and the best again")
     tune_cmd.set_defaults(func=_cmd_tune)
@@ -244,16 +344,42 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--attention", metavar="DIR",
                          help="write each predicted label's attention over its image to DIR/<image>.<label>.png")
     predict.add_argument("--json", action="store_true", help="print the API's JSON answer instead of tables")
-    predict.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    predict.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for the answer (default: %(default)s)")
     predict.set_defaults(func=_cmd_predict)
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `labelserve` command."""
+    """Entry point of the `labelserve` command; returns the exit code (`labelserve --help` lists them)."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
-    return int(args.func(args))
+    debug = args.debug or os.environ.get("LABELSERVE_DEBUG", "").strip() not in ("", "0")
+    try:
+        return int(args.func(args))
+    except UserError as error:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"error: {_one_line(error)}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except OSError as error:  # the system said no (permission, disk full, a file that went away): its words suffice
+        if debug:
+            raise
+        sys.stderr.write(f"error: {_one_line(error)}\n")
+        return 1
+    except Exception as error:  # a bug, not the user's mistake: one line unless asked for the traceback
+        if debug:
+            raise
+        sys.stderr.write(f"error: {type(error).__name__}: {_one_line(error)} (unexpected; run again with --debug, or "
+                         "LABELSERVE_DEBUG=1, for the traceback)\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Like Triton's model configuration, but only what this service acts on: which versions to serve, how to batch,
 and how to run them (engine, onnxruntime threads and spinning, decode threads). Every key is optional; absent keys
-fall back to the service-wide settings. `labelserve tune` writes the batching and running keys it measured best.
+fall back to the service-wide settings. `labelserve tune` writes the batching and running keys it measured better
+than where it started. Thread counts are per server process: with `LABELSERVE_WORKERS=N` every worker runs this many
+(the worker supervisor's start-up line says so, and warns when N of them ask for more threads than there are cores);
+without the key (or with 0) each worker gets the service's own count, which splits the cores between the workers.
 
     {"version_policy": {"latest": 2}, "max_batch_size": 8, "max_queue_delay_ms": 2, "max_queue_size": 64}
     {"version_policy": {"specific": [3, 5]}}
@@ -15,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["MODEL_CONFIG_FILENAME", "ModelConfig", "ModelConfigError", "VersionPolicy", "load_model_config"]
 
@@ -65,9 +68,18 @@ class ModelConfig(BaseModel):
     max_queue_delay_ms: float | None = Field(default=None, ge=0.0, le=10_000.0)
     max_queue_size: int | None = Field(default=None, ge=1)
     engine: Literal["onnxruntime", "tensorrt", "torch"] | None = None
-    intra_op_threads: int | None = Field(default=None, ge=0, description="onnxruntime; 0 = its default")
+    intra_op_threads: int | None = Field(default=None, ge=0, description="onnxruntime intra-op threads per server "
+                                         "process; absent or 0: the service's own (LABELSERVE_INTRA_OP_THREADS, or "
+                                         "the cores split between the workers)")
     intra_op_spinning: bool | None = Field(default=None, description="onnxruntime's idle threads spin")
     decode_threads: int | None = Field(default=None, ge=1, description="this model's decode/preprocess threads")
+
+    @field_validator("intra_op_threads")
+    @classmethod
+    def _zero_is_the_service_default(cls, value: int | None) -> int | None:
+        """0 meant "onnxruntime's default", one thread per core in every process: under N workers that pinned N
+        threads on each core, overriding the service's split (issue 19); it now defers to the service."""
+        return None if value == 0 else value
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

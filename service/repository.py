@@ -35,7 +35,7 @@ from service.model_config import ModelConfig, ModelConfigError, load_model_confi
 from service.observability import Metrics
 from service.settings import Settings
 
-__all__ = ["ModelRepository", "RepositoryError", "ServedModel", "VersionState"]
+__all__ = ["ModelRepository", "RepositoryError", "ServedModel", "VersionState", "check_repository_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,15 @@ class ServedModel:
         except TimeoutError:
             return False
         return True
+
+
+def check_repository_root(root: Path) -> None:
+    """RepositoryError unless `root` is a folder, saying which setting names it (`labelserve serve` checks this before
+    it starts anything, so the message is a plain line rather than a startup failure in the JSON log)."""
+    if not root.is_dir():
+        raise RepositoryError(f"model repository {root.resolve()} is not a folder; set LABELSERVE_MODEL_REPOSITORY "
+                              "(or `labelserve serve --repository`) to the folder that holds "
+                              "<model>/<version>/manifest.json, e.g. after `labelserve export`")
 
 
 def _either(per_model: T | None, service_wide: T) -> T:
@@ -204,10 +213,7 @@ class ModelRepository:
 
     async def load_all(self) -> None:
         """First sync at startup; the root must exist."""
-        if not self._root.is_dir():
-            raise RepositoryError(f"model repository {self._root.resolve()} is not a folder; set "
-                                  "LABELSERVE_MODEL_REPOSITORY (or `labelserve serve --repository`) to the folder "
-                                  "that holds <model>/<version>/manifest.json, e.g. after `labelserve export`")
+        check_repository_root(self._root)
         await self.sync()
         if not self._models:
             logger.error("no model could be loaded from %s; the service stays not ready", self._root.resolve())

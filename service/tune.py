@@ -5,13 +5,16 @@ Each trial starts the real service (`python -m service`, on a repository holding
 settings in its config.json), drives closed-loop load at each concurrency asked for, and reads images/s, p50/p99 and
 the server's CPU seconds per image. The search is coordinate descent from the current settings: one knob at a time
 (max batch size, onnxruntime intra-op threads, decode threads, spinning, queue delay, engine), every value of it
-with the others at their best so far, keeping the best; until every knob was tried or the time budget is spent.
+with the others at their best so far, keeping the best; until every knob was tried or the time budget is spent (the
+result lists what the budget left unmeasured).
 A trial is feasible when its p99 stays within the latency budget at every concurrency; the best is the feasible one
 with the most images/s at the highest concurrency, a new setting replacing it only when it is more than 5 % faster
 (or as fast and more than 5 % cheaper in CPU per image), since smaller differences are within a machine's noise,
 and only when it wins again when both are measured once more (a machine's speed drifts between trials too).
-Settings are read when a version is loaded: restart the service (or export a new version) for the written
-config.json to take effect.
+Only the settings that the search changed from where it started are written (`changed_settings`): a default that
+nothing beat stays unwritten, so it keeps following the service's own (a thread count, for one, is split between
+workers unless a config.json pins it; the counts written are per server process). Settings are read when a version
+is loaded: restart the service (or export a new version) for the written config.json to take effect.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from labelserve.bundle import Bundle, list_versions, load_bundle
+from labelserve.errors import ConfigError, ServingError
 from labelserve.loadgen import run_level
 from labelserve.local_server import start_server
 from service.model_config import MODEL_CONFIG_FILENAME, ModelConfig, load_model_config
 
-__all__ = ["KNOBS", "Trial", "TuneResult", "candidate_values", "format_trials", "read_images", "stand_in_images",
-           "tune", "write_config"]
+__all__ = ["KNOBS", "Trial", "TuneResult", "candidate_values", "changed_settings", "format_trials", "progress_line",
+           "read_images", "stand_in_images", "tune", "write_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +57,9 @@ class Trial:
     settings: dict[str, Any]
     levels: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    role: str = ""  # "again": a re-measurement that confirms or refutes an apparent improvement
+    # what the trial is: "start" (the settings the search starts from), the knob it changes, or "again" (a
+    # re-measurement that confirms or refutes an apparent improvement)
+    role: str = ""
 
     def p99_ms(self) -> float:
         """The worst p99 over the concurrencies (infinite for a failed trial)."""
@@ -75,11 +81,21 @@ class Trial:
 
 @dataclass
 class TuneResult:
-    """Every trial in order, the best one, and whether it met the latency budget."""
+    """Every trial in order, the best one, whether it met the latency budget, where the search started, and the
+    knob values the time budget left unmeasured (`knob=value`)."""
 
     trials: list[Trial]
     best: Trial
     feasible: bool
+    start: dict[str, Any] = field(default_factory=dict)
+    planned: int = 0
+    unmeasured: list[str] = field(default_factory=list)
+
+
+def changed_settings(result: TuneResult, knobs: Sequence[str] = KNOBS) -> dict[str, Any]:
+    """The best trial's settings that differ from where the search started: what the measurements say to change.
+    A starting value that nothing beat (a service default, or the config.json's own) is left out."""
+    return {k: result.best.settings[k] for k in knobs if result.best.settings.get(k) != result.start.get(k)}
 
 
 def _engines(bundle: Bundle) -> list[str]:
@@ -152,11 +168,72 @@ def _run_trial(bundle: Bundle, settings: dict[str, Any], payloads: list[bytes], 
     return trial
 
 
+def progress_line(done: int, total: int, elapsed_s: float, budget_s: float) -> str:
+    """`tune [####......] 3/13 trials, 42 s of the 600 s budget`; once the budget is spent, says that no more trials
+    start (the bar counts trials: the budget only stops new ones, a started trial runs to its end)."""
+    filled = round(20 * min(1.0, done / max(1, total)))
+    line = f"tune [{'#' * filled}{'.' * (20 - filled)}] {done}/{total} trials, {elapsed_s:.0f} s"
+    if elapsed_s >= budget_s:
+        return f"{line}: the {budget_s:g} s budget is spent, no more trials start"
+    return f"{line} of the {budget_s:g} s budget"
+
+
 def _progress(done: int, total: int, elapsed_s: float, budget_s: float) -> None:
-    filled = round(20 * min(1.0, elapsed_s / budget_s))
-    sys.stderr.write(f"\rtune [{'#' * filled}{'.' * (20 - filled)}] {done}/{total} trials, "
-                     f"{elapsed_s:.0f} of {budget_s:.0f} s")
+    sys.stderr.write(f"\r{progress_line(done, total, elapsed_s, budget_s)}\x1b[K")
     sys.stderr.flush()
+
+
+@dataclass
+class _Search:
+    """The trials so far and the best of them, measuring one setting at a time."""
+
+    bundle: Bundle
+    payloads: list[bytes]
+    concurrencies: Sequence[int]
+    seconds: float
+    latency_budget_ms: float | None
+    confirm: bool
+    work: Path = Path()
+    trials: list[Trial] = field(default_factory=list)
+    best: Trial | None = None
+
+    @property
+    def done(self) -> int:
+        """Planned trials measured (re-measurements not counted)."""
+        return sum(trial.role != "again" for trial in self.trials)
+
+    def measure(self, settings: dict[str, Any], role: str) -> Trial:
+        trial = _run_trial(self.bundle, settings, self.payloads, self.concurrencies, self.seconds, self.work)
+        trial.role = role
+        self.trials.append(trial)
+        return trial
+
+    def consider(self, trial: Trial) -> None:
+        """Make `trial` the best if it is better (and, with `confirm`, still better when both are measured again)."""
+        if not _better(trial, self.best, self.latency_budget_ms):
+            return
+        if self.best is None or not self.confirm:
+            self.best = trial
+            return
+        # a win may be a noisy moment: measure both again, the best first; keep it if it holds
+        incumbent, challenger = self.measure(self.best.settings, "again"), self.measure(trial.settings, "again")
+        if _better(challenger, incumbent, self.latency_budget_ms):
+            self.best = challenger
+
+
+def _validate(budget_s: float, seconds_per_level: float, concurrencies: Sequence[int]) -> None:
+    if budget_s <= 0 or seconds_per_level <= 0:
+        raise ConfigError(f"--budget-s ({budget_s:g}) and --seconds ({seconds_per_level:g}) must be above 0")
+    if not concurrencies or min(concurrencies) < 1:
+        raise ConfigError(f"--concurrency needs client counts of at least 1, got {list(concurrencies)}")
+
+
+def _start_settings(repository: Path, model: str, bundle: Bundle) -> dict[str, Any]:
+    """Where the search starts: the model's config.json over the service's defaults."""
+    current = load_model_config(repository / model).model_dump(exclude={"version_policy"}, exclude_none=True)
+    start = {**SERVICE_DEFAULTS, **current}
+    start["max_batch_size"] = min(start["max_batch_size"], max(candidate_values("max_batch_size", bundle, 1)))
+    return start
 
 
 def tune(repository: Path, model: str, payloads: list[bytes], concurrencies: Sequence[int],
@@ -171,54 +248,47 @@ def tune(repository: Path, model: str, payloads: list[bytes], concurrencies: Seq
         payloads: the images to send (encoded files, as clients will send them).
         concurrencies: closed-loop client counts measured in every trial, ascending.
         latency_budget_ms: the p99 every concurrency must stay within (None: throughput only).
-        budget_s: stop starting new trials once this much time is spent.
+        budget_s: stop starting new trials once this much time is spent (> 0).
         seconds_per_level: measuring time per concurrency per trial.
         knobs: which knobs to search, in order.
-        progress: called after every trial with (done, planned, elapsed s, budget s).
+        progress: called after every trial with (planned trials done, planned, elapsed s, budget s).
         confirm: a setting that beats the best is adopted only if it beats it again when both are measured once
             more (the pair is listed as "again"): on a machine whose speed drifts by more than `MIN_GAIN` between
             trials, one lucky trial would otherwise win.
+
+    Raises:
+        ConfigError: a budget, a measuring time or the concurrencies are not positive.
+        ServingError: the model is not in the repository, or no trial could serve it.
     """
-    bundle = load_bundle(repository / model / str(list_versions(repository / model)[-1]))
-    current = load_model_config(repository / model).model_dump(exclude={"version_policy"}, exclude_none=True)
-    best_settings = {**SERVICE_DEFAULTS, **current}
-    best_settings["max_batch_size"] = min(best_settings["max_batch_size"],
-                                          max(candidate_values("max_batch_size", bundle, 1)))
+    _validate(budget_s, seconds_per_level, concurrencies)
+    versions = list_versions(repository / model)
+    if not versions:
+        raise ServingError(f"no version of model {model!r} in {repository}: `labelserve export ... --repository "
+                           f"{repository} --name {model}` makes one")
+    bundle = load_bundle(repository / model / str(versions[-1]))
+    start = _start_settings(repository, model, bundle)
     cores = os.cpu_count() or 1
-    planned = 1 + sum(len(candidate_values(knob, bundle, cores)) - 1 for knob in knobs)
+    # searching a knob measures its values other than the starting one (the others keep their best so far)
+    plan = [(knob, value) for knob in knobs for value in candidate_values(knob, bundle, cores) if value != start[knob]]
+    planned, unmeasured = 1 + len(plan), []
+    search = _Search(bundle, payloads, concurrencies, seconds_per_level, latency_budget_ms, confirm)
     started = time.monotonic()
-    trials: list[Trial] = []
-    best: Trial | None = None
     with tempfile.TemporaryDirectory(prefix="labelserve-tune-") as work:
-        baseline = _run_trial(bundle, best_settings, payloads, concurrencies, seconds_per_level, Path(work))
-        trials.append(baseline)
-        best = baseline if baseline.ok else None
-        progress(len(trials), planned, time.monotonic() - started, budget_s)
-        for knob in knobs:
-            for value in candidate_values(knob, bundle, cores):
-                base = best.settings if best is not None else best_settings
-                settings = {**base, knob: value}
-                measured = any(trial.settings == settings for trial in trials)
-                if measured or time.monotonic() - started >= budget_s:
-                    continue
-                trial = _run_trial(bundle, settings, payloads, concurrencies, seconds_per_level, Path(work))
-                trials.append(trial)
-                if _better(trial, best, latency_budget_ms):
-                    if best is None or not confirm:
-                        best = trial
-                    else:  # a win may be a noisy moment: measure both again, the best first; keep it if it holds
-                        incumbent, challenger = (_run_trial(bundle, t.settings, payloads, concurrencies,
-                                                            seconds_per_level, Path(work)) for t in (best, trial))
-                        incumbent.role = challenger.role = "again"
-                        trials += [incumbent, challenger]
-                        if _better(challenger, incumbent, latency_budget_ms):
-                            best = challenger
-                progress(len(trials), planned, time.monotonic() - started, budget_s)
+        search.work = Path(work)
+        search.consider(search.measure(start, "start"))
+        progress(search.done, planned, time.monotonic() - started, budget_s)
+        for knob, value in plan:
+            if time.monotonic() - started >= budget_s:
+                unmeasured.append(f"{knob}={value}")
+                continue
+            search.consider(search.measure({**(search.best.settings if search.best else start), knob: value}, knob))
+            progress(search.done, planned, time.monotonic() - started, budget_s)
     sys.stderr.write("\n")
-    if best is None:
-        raise RuntimeError(f"no trial served {model}: " + "; ".join(t.error or "no answers" for t in trials))
-    feasible = latency_budget_ms is None or best.p99_ms() <= latency_budget_ms
-    return TuneResult(trials=trials, best=best, feasible=feasible)
+    if search.best is None:
+        raise ServingError(f"no trial served {model}: " + "; ".join(t.error or "no answers" for t in search.trials))
+    feasible = latency_budget_ms is None or search.best.p99_ms() <= latency_budget_ms
+    return TuneResult(trials=search.trials, best=search.best, feasible=feasible, start=start, planned=planned,
+                      unmeasured=unmeasured)
 
 
 def write_config(model_dir: Path, settings: dict[str, Any]) -> Path:
@@ -228,8 +298,8 @@ def write_config(model_dir: Path, settings: dict[str, Any]) -> Path:
     merged = ModelConfig.model_validate({**existing, **settings})
     path = model_dir / MODEL_CONFIG_FILENAME
     staged = path.with_suffix(".json.tmp")
-    staged.write_text(json.dumps(merged.model_dump(mode="json", exclude_unset=True), indent=2) + "\n",
-                      encoding="utf-8")
+    staged.write_text(json.dumps(merged.model_dump(mode="json", exclude_unset=True, exclude_none=True), indent=2)
+                      + "\n", encoding="utf-8")
     staged.replace(path)
     return path
 
@@ -273,7 +343,8 @@ def read_images(paths: Sequence[Path], limit: int = 64) -> list[bytes]:
 
 
 def format_trials(result: TuneResult, concurrencies: Sequence[int]) -> str:
-    """The trials as a plain-text table, the best marked with *."""
+    """The trials as a plain-text table, the best marked with *; "trial" says what each one measured (the starting
+    settings, the knob it changed, or "again")."""
     header = ["", *KNOBS, *(f"c={c} img/s" for c in concurrencies), "p99 ms", "CPU ms/img", "trial"]
     rows = []
     for trial in result.trials:

@@ -11,7 +11,8 @@ the traffic.
   them all (`service.observability.Metrics`), so a scrape through the shared port sees the whole server.
 - Threads: unless `LABELSERVE_INTRA_OP_THREADS` is set, each worker's onnxruntime gets cpus // N intra-op threads
   (its default, one per core in every worker, would put N threads on each core); cpus are the cores this process
-  may run on, capped by a container's CPU limit (cgroup quota).
+  may run on, capped by a container's CPU limit (cgroup quota). A model's config.json `intra_op_threads` is per
+  process too and wins for that model; the start-up line says what every worker runs, from whichever source.
 - Stop: SIGTERM or SIGINT to the supervisor is passed on as SIGTERM to every worker; each stops accepting, answers
   what it accepted and drains its batchers; the exit code is 0 when every worker did so.
 - A worker that dies while serving is logged with its exit code, its live gauges are dropped and a replacement is
@@ -43,11 +44,12 @@ from prometheus_client import multiprocess
 from service.app import create_app
 from service.engines import EngineLoadError
 from service.engines.providers import resolve_providers
+from service.model_config import ModelConfigError, load_model_config
 from service.observability import configure_logging
 from service.settings import Settings
 from service.uvicorn_config import return_after_drain, uvicorn_config
 
-__all__ = ["available_cpus", "run_workers", "settings_per_worker"]
+__all__ = ["available_cpus", "intra_op_summary", "run_workers", "settings_per_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,46 @@ def settings_per_worker(settings: Settings, cpus: int) -> Settings:
     return settings.model_copy(update={"intra_op_threads": max(1, cpus // settings.workers)})
 
 
+def _threads(count: int) -> str:
+    return f"{count} onnxruntime intra-op thread{'' if count == 1 else 's'}"
+
+
+def _pinned_threads(repository: Path) -> dict[str, int]:
+    """Model name -> the intra-op threads its config.json sets (per process); models without the key are left out
+    (an invalid config.json too: the workers refuse it and say why)."""
+    pinned = {}
+    for model_dir in sorted(repository.iterdir()) if repository.is_dir() else []:
+        try:
+            threads = load_model_config(model_dir).intra_op_threads if model_dir.is_dir() else None
+        except ModelConfigError:
+            continue
+        if threads is not None:
+            pinned[model_dir.name] = threads
+    return pinned
+
+
+def intra_op_summary(settings: Settings, cpus: int) -> tuple[str, list[str]]:
+    """What each of `settings.workers` workers runs, as the start-up line says it, from whichever source sets it, and
+    a warning per source that puts more threads on the cores than there are (`settings`: as given, before
+    `settings_per_worker`)."""
+    workers, explicit = settings.workers, "intra_op_threads" in settings.model_fields_set
+    threads = settings_per_worker(settings, cpus).intra_op_threads
+    if threads == 0:
+        parts = [f"onnxruntime's default intra-op threads each, one per core ({cpus}): LABELSERVE_INTRA_OP_THREADS=0"]
+    elif explicit:
+        parts = [f"{_threads(threads)} each (LABELSERVE_INTRA_OP_THREADS)"]
+    else:
+        parts = [f"{_threads(threads)} each ({cpus} CPUs / {workers} workers)"]
+    per_source = {"LABELSERVE_INTRA_OP_THREADS": threads or cpus} if explicit else {}
+    for model, count in _pinned_threads(Path(settings.model_repository)).items():
+        parts.append(f"model {model}: {count} each, from its config.json")
+        per_source[f"model {model}'s config.json"] = count
+    warnings = [f"{source} gives each of {workers} workers {_threads(count)}: {workers * count} on {cpus} CPUs, which "
+                f"slows every worker down; set it to {max(1, cpus // workers)} (thread counts are per process), or "
+                "remove it to split the cores" for source, count in per_source.items() if workers * count > cpus]
+    return "; ".join(parts), warnings
+
+
 def run_workers(settings: Settings) -> int:
     """Serve with `settings.workers` processes until SIGTERM or SIGINT; returns the exit code."""
     cpus = available_cpus()
@@ -100,9 +142,11 @@ def run_workers(settings: Settings) -> int:
     metrics_dir = Path(tempfile.mkdtemp(prefix="labelserve-metrics-"))
     # prometheus_client reads this when a worker imports it; spawned workers inherit the environment
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    logger.info("running on http://%s:%d with %d workers (%d CPUs, %s onnxruntime intra-op threads each)",
-                settings.host, listener.getsockname()[1], settings.workers, cpus,
-                per_worker.intra_op_threads or "the default number of")
+    threads, warnings = intra_op_summary(settings, cpus)
+    logger.info("running on http://%s:%d with %d workers (%d CPUs; %s)", settings.host, listener.getsockname()[1],
+                settings.workers, cpus, threads)
+    for warning in warnings:
+        logger.warning("%s", warning)
     if _on_gpu(settings):
         logger.warning("%d workers on a GPU: each creates its own CUDA context, holds its own copy of every model "
                        "and batches only its share of the requests, so batches get smaller; one worker is usually "

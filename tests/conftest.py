@@ -20,6 +20,11 @@ from labelserve.preprocess import preprocess
 
 TINY_IMAGE_SIZE = 64
 TINY_MODEL_NAME = "tiny"
+# the tiny model's recipe as `--set` overrides: a small Query2Label on timm's test_resnet, one epoch
+TINY_TRAINING = (f"data.image_size={TINY_IMAGE_SIZE}", "data.batch_size=16", "data.workers=0",
+                 "model.backbone=test_resnet", "model.head=query2label",
+                 "model.head_kwargs={hidden_dim: 64, keep_input_proj: true, ffn_dim: 128}", "optim.epochs=1",
+                 "optim.lr=1e-3")
 
 Reference = Callable[[bytes], dict[str, float]]  # image bytes -> {label: probability}
 
@@ -44,10 +49,7 @@ def tiny_checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     config = load_config(None, [
         f"data.train_annotations={tiny_dataset / 'annotations' / 'instances_train.json'}",
         f"data.val_annotations={tiny_dataset / 'annotations' / 'instances_val.json'}",
-        f"data.image_size={TINY_IMAGE_SIZE}", "data.batch_size=16", "data.workers=0",
-        "model.backbone=test_resnet", "model.head=query2label",
-        "model.head_kwargs={hidden_dim: 64, keep_input_proj: true, ffn_dim: 128}",
-        "optim.epochs=1", "optim.lr=1e-3", f"output_dir={out}",
+        *TINY_TRAINING, f"output_dir={out}",
     ])
     return run_training(config, show_progress=False).best_checkpoint
 
@@ -90,11 +92,17 @@ def tiny_bundle(model_repository: Path) -> Bundle:
 
 @pytest.fixture(scope="session")
 def reference(tiny_bundle: Bundle) -> Reference:
-    """image bytes -> {label: probability}, from a plain onnxruntime session on the bundle."""
+    """image bytes -> {label: probability}, from a plain onnxruntime session on the tiny bundle."""
+    return bundle_reference(tiny_bundle)
+
+
+def bundle_reference(bundle: Bundle) -> Reference:
+    """image bytes -> {label: probability}, from a plain onnxruntime session on `bundle`: what the service must
+    answer, computed without it."""
     import onnxruntime as ort
 
-    manifest = tiny_bundle.manifest
-    session = ort.InferenceSession(str(tiny_bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
+    manifest = bundle.manifest
+    session = ort.InferenceSession(str(bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
 
     def run(data: bytes) -> dict[str, float]:
         rgb = open_rgb(io.BytesIO(data), manifest.input)  # training's decode: DCT scale, EXIF, RGB

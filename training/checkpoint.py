@@ -8,6 +8,7 @@ in the same folder, fsync, rename): a crash mid-save leaves the previous checkpo
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from labelserve.errors import ExportError
 from labelserve.preprocess import PreprocessSpec
 from training.models import MultiLabelModel, create_model
 
@@ -70,12 +72,23 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint` (tensors are mapped to the CPU)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint written by `save_checkpoint` (tensors are mapped to the CPU).
+
+    Raises:
+        ExportError: the file is missing or is not a labelserve checkpoint this version reads.
+    """
+    if not Path(path).is_file():
+        raise ExportError(f"checkpoint {path} does not exist (`labelserve train` writes <output_dir>/best.pt)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError) as exc:  # what torch.load raises for other files
+        raise ExportError(f"{path} is not a labelserve checkpoint (torch cannot read it: "
+                          f"{' '.join(str(exc).split())[:120]})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a labelserve checkpoint")
+        raise ExportError(f"{path} is not a labelserve checkpoint (pass the best.pt or last.pt that "
+                          "`labelserve train` wrote)")
     if payload["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {payload['format_version']}; this labelserve reads up to "
+        raise ExportError(f"{path} has checkpoint format {payload['format_version']}; this labelserve reads up to "
                          f"{FORMAT_VERSION}: upgrade labelserve")
     return Checkpoint(
         model_state=payload["model_state"],

@@ -15,9 +15,12 @@ from typing import Any, Literal
 
 import yaml
 
+from labelserve.errors import ConfigError
 from labelserve.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
-__all__ = ["DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
+__all__ = ["SHIPPED_CONFIGS", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # in a checkout (or an editable install)
 
 
 @dataclass
@@ -25,13 +28,15 @@ class DataConfig:
     """Where the data is and how it is fed.
 
     `format` says how to read `train_annotations` / `val_annotations`: `coco` (instances json), `voc` (the split file
-    `<root>/ImageSets/Main/<split>.txt`), `list` (CSV/JSONL of path + labels) or `attributes` (CSV of 0/1 columns).
+    `<root>/ImageSets/Main/<split>.txt`), `list` (CSV/JSONL of path + labels) or `attributes` (CSV of 0/1 columns);
+    `auto` infers it from the file (`training.data.formats`; docs/own-images.md shows each).
     """
 
-    format: Literal["coco", "voc", "list", "attributes"] = "coco"
+    format: Literal["auto", "coco", "voc", "list", "attributes"] = "auto"
     train_annotations: str = ""
     val_annotations: str = ""
-    image_root: str | None = None  # COCO only; default: <annotations folder>/../images
+    image_root: str | None = None  # COCO: the folder file_name is relative to; default <annotations folder>/../images
+    val_image_root: str | None = None  # COCO: the same for the validation split; default image_root's rule
     image_size: int = 224
     resize: Literal["squash", "center_crop"] = "squash"
     interpolation: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
@@ -184,26 +189,46 @@ def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
 
 def _apply_override(tree: dict[str, Any], override: str) -> None:
     if "=" not in override:
-        raise ValueError(f"override {override!r} must look like key.path=value")
+        raise ConfigError(f"override {override!r} must look like key.path=value")
     path, raw = override.split("=", 1)
     keys = path.strip().split(".")
     node = tree
     for key in keys[:-1]:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override {override!r}: {key!r} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+            raise ConfigError(f"override {override!r}: {key!r} is not a section")
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: the value is not YAML ({_one_line(exc)})") from exc
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML file (optional), apply `key.path=value` overrides (values parsed as YAML), validate.
 
     Example: `load_config("configs/demo.yaml", ["optim.lr=3e-4", "data.batch_size=64"])`.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key or value is wrong (the message names it).
     """
     tree: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist; the starting points are "
+                              f"{SHIPPED_CONFIGS / 'pretrained.yaml'} (pretrained, for your own images) and "
+                              f"{SHIPPED_CONFIGS / 'demo.yaml'} (from scratch)")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {_one_line(exc)}") from exc
         tree = loaded or {}
     for override in overrides or []:
         _apply_override(tree, override)
-    return _build(TrainConfig, tree)
+    try:
+        return _build(TrainConfig, tree)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or 'config'}{' + --set' if overrides else ''}: {_one_line(exc)}") from exc

@@ -1,5 +1,7 @@
 """`run_training`: data -> model -> optimiser/schedule -> epochs with evaluation -> checkpoints, logs, thresholds.
 
+The dataset is checked first (`training.data.check`: every image decodes, every label is known), and nothing is
+written before the data and the model are ready, so a run that cannot start leaves no half-made output folder.
 Artefacts in `output_dir`: `config.yaml` (resolved), `last.pt` (raw + EMA weights and optimiser state, for
 `resume`), `best.pt` (the better of raw/EMA weights at the best epoch, with calibrated per-label thresholds),
 `metrics.csv`, `curves.png` and `tensorboard/`. Under `torchrun` only rank 0 evaluates and writes.
@@ -7,6 +9,7 @@ Artefacts in `output_dir`: `config.yaml` (resolved), `last.pt` (raw + EMA weight
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -14,15 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
+from labelserve.errors import ConfigError
 from labelserve.torch_device import resolve_torch_device
 from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
+from training.data.check import DataReport, check_dataset
 from training.data.dataset import MultiLabelDataset
-from training.data.readers import read_split
 from training.data.samples import MultiLabelSet
 from training.data.transforms import eval_transform, train_transform
 from training.distributed import DistributedContext
@@ -30,7 +35,7 @@ from training.evaluation import EvalScores, summarize
 from training.loop import Precision, StepTools, evaluate, train_one_epoch
 from training.losses import create_loss
 from training.metrics import calibrate_thresholds, threshold_metrics
-from training.models import LabelStatistics, MultiLabelModel, create_model
+from training.models import LabelStatistics, MultiLabelModel, create_model, list_heads
 from training.optim import SAM, ModelEma, build_optimizer, build_scheduler
 from training.run_log import RunLog
 
@@ -57,24 +62,37 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _read_splits(config: TrainConfig) -> tuple[MultiLabelSet, MultiLabelSet]:
-    data = config.data
-    if not data.train_annotations or not data.val_annotations:
-        raise ValueError("data.train_annotations and data.val_annotations must both be set")
-    root = Path(data.image_root) if data.image_root else None
-    train = read_split(data.format, Path(data.train_annotations), root, include_unlabeled=data.include_unlabeled)
-    val = read_split(data.format, Path(data.val_annotations), root, labels=train.labels)
-    if not train.samples or not val.samples:
-        raise ValueError("train or val split has no images")
-    return train, val
+def _checked_data(config: TrainConfig) -> DataReport:
+    """The dataset, checked before anything else happens; DataError on the first problem (all of them logged)."""
+    report = check_dataset(config.data)
+    for split in report.splits:
+        logger.info("%s: %d images (%d without labels) from %s", split.name, split.images, split.unlabeled,
+                    split.path)
+    logger.info("data: %s, %d labels, every image checked in %.1f s", report.format, len(report.labels),
+                report.seconds)
+    for warning in report.warnings:
+        logger.warning("%s", warning)
+    for problem in report.problems:
+        logger.error("%s", problem)
+    report.raise_for_problems()
+    return report
 
 
 def _build_model(config: TrainConfig, train_set: MultiLabelSet) -> MultiLabelModel:
     m = config.model
-    model = create_model(m.head, m.backbone, len(train_set.labels), pretrained=m.pretrained,
-                         pretrained_source=m.pretrained_source, checkpoint_path=m.checkpoint_path,
-                         feature_index=m.feature_index, head_kwargs=m.head_kwargs, backbone_kwargs=m.backbone_kwargs,
-                         label_statistics=LabelStatistics.from_targets(train_set.targets()))
+    if m.head not in list_heads():
+        raise ConfigError(f"model.head {m.head!r} is not a head; heads: {', '.join(list_heads())}")
+    if not timm.is_model(m.backbone):
+        raise ConfigError(f"model.backbone {m.backbone!r} is not a timm model name; e.g. resnet50, "
+                          "tf_efficientnet_lite0 (configs/pretrained.yaml), test_resnet (timm.list_models() lists all)")
+    try:
+        model = create_model(m.head, m.backbone, len(train_set.labels), pretrained=m.pretrained,
+                             pretrained_source=m.pretrained_source, checkpoint_path=m.checkpoint_path,
+                             feature_index=m.feature_index, head_kwargs=m.head_kwargs,
+                             backbone_kwargs=m.backbone_kwargs,
+                             label_statistics=LabelStatistics.from_targets(train_set.targets()))
+    except (TypeError, ValueError, FileNotFoundError, IndexError) as exc:  # a wrong key or value in `model`
+        raise ConfigError(f"model ({m.head} on {m.backbone}): {' '.join(str(exc).split())}") from exc
     packaged = model.backbone.packaged_weights
     if packaged is not None and (tuple(config.data.mean), tuple(config.data.std)) != (packaged.mean, packaged.std):
         logger.warning("%s's pretrained weights expect mean %s and std %s, but data.mean is %s and data.std %s",
@@ -88,21 +106,32 @@ def _build_criterion(config: TrainConfig, model: MultiLabelModel) -> torch.nn.Mo
     if config.loss.name == "aam":
         scale = getattr(model.head, "logit_scale", None)
         if scale is None:
-            raise ValueError("the aam loss needs a cosine head: model.head gcn, or mldecoder with head_kwargs.cosine")
+            raise ConfigError("the aam loss needs a cosine head: model.head gcn, or mldecoder with "
+                              "head_kwargs.cosine")
         if kwargs.get("scale", scale) != scale:
-            raise ValueError(f"loss.kwargs.scale {kwargs['scale']} disagrees with the head's scale {scale}; "
-                             "set the scale on the head only")
+            raise ConfigError(f"loss.kwargs.scale {kwargs['scale']} disagrees with the head's scale {scale}; "
+                              "set the scale on the head only")
         kwargs["scale"] = scale
-    return create_loss(config.loss.name, **kwargs)
+    try:
+        return create_loss(config.loss.name, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"loss {config.loss.name}: {' '.join(str(exc).split())}") from exc
 
 
 def run_training(config: TrainConfig, show_progress: bool = True) -> TrainResult:
-    """Train `config` to completion (or early stop) and return where the artefacts are."""
+    """Train `config` to completion (or early stop) and return where the artefacts are.
+
+    Raises:
+        DataError: the dataset has a problem (`labelserve data check` lists them all); nothing was written.
+        ConfigError: a model or loss setting is wrong; nothing was written.
+    """
+    report = _checked_data(config)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, format=report.format))
     context = DistributedContext.from_environment()
     device = context.device(resolve_torch_device(config.device))
     context.start(device)
     try:
-        return _Trainer(config, context, device, show_progress and context.is_main).fit()
+        return _Trainer(config, report, context, device, show_progress and context.is_main).fit()
     finally:
         context.stop()
 
@@ -110,17 +139,14 @@ def run_training(config: TrainConfig, show_progress: bool = True) -> TrainResult
 class _Trainer:
     """The state of one run; methods stay small so the epoch loop reads as a list of steps."""
 
-    def __init__(self, config: TrainConfig, context: DistributedContext, device: torch.device,
+    def __init__(self, config: TrainConfig, data: DataReport, context: DistributedContext, device: torch.device,
                  show_progress: bool) -> None:
         self.config, self.context, self.device, self.show_progress = config, context, device, show_progress
         self.out = Path(config.output_dir)
-        if context.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         generator = _seed_everything(config.seed)
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.train_set, self.val_set = _read_splits(config)
+        self.train_set, self.val_set = data.train, data.val
         self.model = _build_model(config, self.train_set).to(device)
         self.train_loader, self.val_loader = self._loaders(generator)
         self.tools = self._step_tools()
@@ -128,6 +154,9 @@ class _Trainer:
         self.start_epoch, self.best_score, self.stale_epochs = 1, -1.0, 0
         self.best: tuple[Checkpoint, EvalScores] | None = None
         history = self._resume() if config.resume else []
+        if context.is_main:  # everything is ready: only now does the run leave anything on disk
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         self.log = RunLog(self.out, config.tensorboard, history) if context.is_main else None
         logger.info("training %s/%s on %s (x%d): %d train, %d val images, %d labels", config.model.backbone,
                     config.model.head, device, context.world_size, len(self.train_set.samples),

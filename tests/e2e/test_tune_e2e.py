@@ -1,5 +1,6 @@
 """`labelserve tune` on the tiny model with a short budget: real servers, real load; the config.json it writes
-loads, and the service then runs the model with exactly those settings."""
+loads, and the service then runs the model with exactly those settings. It writes only what it measured better than
+where it started, and says when the budget cut the search short (issue 19)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ import pytest
 
 from labelserve.bundle import Bundle
 from labelserve.cli import main
+from labelserve.errors import ConfigError
 from service.observability import Metrics
 from service.repository import ModelRepository
 from service.settings import Settings
-from service.tune import Trial, _better, candidate_values, tune, write_config
+from service.tune import (
+    Trial,
+    _better,
+    candidate_values,
+    changed_settings,
+    format_trials,
+    progress_line,
+    tune,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +51,7 @@ def test_tune_writes_a_config_the_service_then_uses(model_repository: Path, tmp_
     assert sum(line.startswith("*") for line in table.splitlines()) == 1
     written = json.loads((repository / "tiny" / "config.json").read_text())
     assert written["version_policy"] == {"latest": 1}  # kept
-    assert {"max_batch_size", "decode_threads"} <= set(written)
+    assert set(written) - {"version_policy"} <= {"max_batch_size", "decode_threads"}  # only what was measured better
 
     async def served() -> tuple[int, int]:
         loaded = ModelRepository(Settings(model_repository=repository), Metrics())
@@ -51,7 +62,9 @@ def test_tune_writes_a_config_the_service_then_uses(model_repository: Path, tmp_
         finally:
             await loaded.stop(5.0)
 
-    assert asyncio.run(served()) == (written["max_batch_size"], written["decode_threads"])
+    # what was not written follows the service: its max batch (16) capped at the bundle's 8, its 4 decode threads
+    assert asyncio.run(served()) == (written.get("max_batch_size", 8),
+                                     written.get("decode_threads", Settings().decode_threads))
 
 
 def test_an_impossible_latency_budget_writes_nothing(model_repository: Path, tmp_path: Path, photo_dir: Path) -> None:
@@ -116,7 +129,11 @@ def test_a_lucky_trial_is_measured_again_and_refuted(model_repository: Path, mon
                   progress=lambda *_: None)
     assert order == [5.0, 0.0, 2.0, 5.0, 2.0, 10.0]
     assert result.best.settings["max_queue_delay_ms"] == 5.0
-    assert [trial.role for trial in result.trials] == ["", "", "", "again", "again", ""]
+    knob = "max_queue_delay_ms"
+    assert [trial.role for trial in result.trials] == ["start", knob, knob, "again", "again", knob]
+    assert changed_settings(result) == {}  # the starting value won: nothing to write
+    assert [line.split()[-1] for line in format_trials(result, [4]).splitlines()[2:]] == [
+        "start", knob, knob, "again", "again", knob]
 
 
 def test_a_win_that_holds_is_kept_and_without_confirm_one_trial_decides(model_repository: Path,
@@ -129,3 +146,50 @@ def test_a_win_that_holds_is_kept_and_without_confirm_one_trial_decides(model_re
     single = tune(model_repository, "tiny", [b""], [4], None, budget_s=60, knobs=["max_queue_delay_ms"],
                   progress=lambda *_: None, confirm=False)
     assert order == [5.0, 0.0, 2.0, 10.0] and single.best.settings["max_queue_delay_ms"] == 2.0
+
+
+def test_a_default_that_wins_is_not_written_and_a_beaten_one_is(model_repository: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: tune wrote `intra_op_threads: 0` (a default nothing beat), which then overrode the per-worker split."""
+    repository = copy_tiny(model_repository, tmp_path)
+    # the intra_op_threads trials (1 and the cores, neither the starting 0) run at the best queue delay so far
+    _scripted_runs(monkeypatch, {5.0: [100] * 6, 0.0: [90], 2.0: [95], 10.0: [95]})
+    args = ["tune", "--repository", str(repository), "--model", "tiny", "--concurrency", "4", "--budget-s", "60",
+            "--knobs", "max_queue_delay_ms", "intra_op_threads"]
+    assert main(args) == 0
+    assert not (repository / "tiny" / "config.json").exists()  # neither knob beat its starting value
+    _scripted_runs(monkeypatch, {5.0: [100, 100], 0.0: [90], 2.0: [130] * 6, 10.0: [95]})
+    assert main(args) == 0
+    assert json.loads((repository / "tiny" / "config.json").read_text()) == {"max_queue_delay_ms": 2.0}
+
+
+def test_a_budget_that_runs_out_says_what_was_not_measured(model_repository: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    repository = copy_tiny(model_repository, tmp_path)
+    _scripted_runs(monkeypatch, {5.0: [100]})
+    result = tune(repository, "tiny", [b""], [4], None, budget_s=1e-9, knobs=["max_queue_delay_ms"],
+                  progress=lambda *_: None)
+    assert [t.role for t in result.trials] == ["start"] and result.planned == 4
+    assert result.unmeasured == ["max_queue_delay_ms=0.0", "max_queue_delay_ms=2.0", "max_queue_delay_ms=10.0"]
+    _scripted_runs(monkeypatch, {5.0: [100]})
+    assert main(["tune", "--repository", str(repository), "--model", "tiny", "--concurrency", "4", "--budget-s",
+                 "1e-9", "--knobs", "max_queue_delay_ms"]) == 0
+    assert "the search was cut short: --budget-s 1e-09 ran out after 1 of 4 planned trials, so " \
+           "max_queue_delay_ms=0.0, max_queue_delay_ms=2.0, max_queue_delay_ms=10.0 were not measured" in caplog.text
+    assert not (repository / "tiny" / "config.json").exists()
+
+
+def test_a_budget_of_zero_is_refused_before_any_trial(model_repository: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["tune", "--repository", str(model_repository), "--model", "tiny", "--budget-s", "0"])
+    assert refused.value.code == 2 and "--budget-s: must be above 0, got 0" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="must be above 0"):
+        tune(model_repository, "tiny", [b""], [4], None, budget_s=0)
+
+
+def test_the_progress_line_counts_trials_and_says_when_the_budget_is_spent() -> None:
+    assert progress_line(3, 13, 42.4, 600) == "tune [#####...............] 3/13 trials, 42 s of the 600 s budget"
+    assert progress_line(1, 13, 3.2, 1) == ("tune [##..................] 1/13 trials, 3 s: the 1 s budget is spent, no "
+                                            "more trials start")

@@ -18,7 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from labelserve.local_server import ServerProcess, start_server
-from service.workers import available_cpus
+from service.observability import Metrics
+from service.repository import ModelRepository
+from service.settings import Settings
+from service.workers import available_cpus, settings_per_worker
 from tests.http_testing import slow_post
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +89,9 @@ def test_both_workers_answer_with_the_models_probabilities(workers: ServerProces
             break
     assert set(answered.values()) == set(pids.values()), f"only {set(answered.values())} answered"
     cpus = available_cpus()
-    assert f"with 2 workers ({cpus} CPUs, {max(1, cpus // 2)} onnxruntime intra-op threads each)" in workers.log()
+    threads = max(1, cpus // 2)
+    assert (f"with 2 workers ({cpus} CPUs; {threads} onnxruntime intra-op thread{'s' if threads > 1 else ''} each "
+            f"({cpus} CPUs / 2 workers))") in workers.log()
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -194,3 +199,28 @@ def test_the_workers_benchmark_runs_against_real_workers(model_repository: Path,
     assert row["mean_batch_size"] >= 1.0
     assert row["server_cores"] > 0  # the workers' CPU time is counted, not only the idle supervisor's
     assert row["intra_op_threads_per_worker"] == str(max(1, available_cpus() // 2))
+
+
+@pytest.mark.parametrize(("config", "threads"), [({"intra_op_threads": 0}, 2), ({"intra_op_threads": 3}, 3), ({}, 2)])
+def test_a_models_thread_count_is_per_worker_as_the_start_up_line_says(model_repository: Path, tmp_path: Path,
+                                                                       config: dict[str, int], threads: int) -> None:
+    """What one worker's onnxruntime session really runs with, on a 4-CPU split of 2 workers: a config.json's 0 (what
+    tune used to write) follows the split instead of onnxruntime's one thread per core (issue 19)."""
+    import asyncio
+    import json
+    import shutil
+
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository / "tiny", repository / "tiny")
+    (repository / "tiny" / "config.json").write_text(json.dumps(config))
+    settings = settings_per_worker(Settings(workers=2, model_repository=repository), cpus=4)
+
+    async def session_threads() -> int:
+        loaded = ModelRepository(settings, Metrics())
+        await loaded.load_all()
+        try:
+            return loaded.get("tiny").engine.session_options.intra_op_num_threads
+        finally:
+            await loaded.stop(5.0)
+
+    assert asyncio.run(session_threads()) == threads

@@ -15,6 +15,7 @@ from export.repository import export_bundle, load_parity_images
 from export.wrapper import ExportWrapper
 from labelserve.bundle import load_bundle
 from labelserve.cli import main
+from labelserve.errors import ExportError
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -80,24 +81,25 @@ def test_cli_export_adds_the_next_version(tiny_checkpoint: Path, photo_dir: Path
 
 def test_export_without_parity_images_says_so(tiny_checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no parity images"):
+    with pytest.raises(ExportError, match="no parity images"):
         export_bundle(tiny_checkpoint, tmp_path, "x", parity_images=[tmp_path / "empty"])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ExportError, match="does not exist"):
         export_bundle(tiny_checkpoint, tmp_path, "x", parity_images=[tmp_path / "absent"])
     assert not (tmp_path / "x").exists()
 
 
-def test_a_tensorrt_plan_asked_for_where_none_can_be_built_fails_before_any_work(tiny_checkpoint: Path,
-                                                                                 photo_dir: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_a_tensorrt_plan_asked_for_where_none_can_be_built_fails_before_any_work(
+        tiny_checkpoint: Path, photo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from export.tensorrt_plan import tensorrt_missing
 
     problem = tensorrt_missing()
     if problem is None:
         pytest.skip("TensorRT and a GPU are here; tests/service/test_tensorrt_engine.py builds a real plan")
-    with pytest.raises(RuntimeError, match="TensorRT plans"):
+    with pytest.raises(ExportError, match="TensorRT plans"):
         export_bundle(tiny_checkpoint, tmp_path, "x", parity_images=[photo_dir], tensorrt=True)
     assert not (tmp_path / "x").exists()
     args = ["export", str(tiny_checkpoint), "--repository", str(tmp_path), "--name", "x", "--tensorrt"]
-    with pytest.raises(RuntimeError, match="TensorRT plans"):
-        main(args)
+    capsys.readouterr()
+    assert main(args) == ExportError.exit_code
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: TensorRT plans cannot be built here")

@@ -28,3 +28,9 @@ def test_bad_values_are_refused_naming_the_file(tmp_path: Path, bad: dict) -> No
     (tmp_path / "config.json").write_text(json.dumps(bad))
     with pytest.raises(ModelConfigError, match=r"config\.json"):
         load_model_config(tmp_path)
+
+
+def test_zero_intra_op_threads_defers_to_the_service(tmp_path: Path) -> None:
+    """0 used to pin onnxruntime's one-thread-per-core default in every worker, overriding the per-worker split."""
+    (tmp_path / "config.json").write_text(json.dumps({"intra_op_threads": 0}))
+    assert load_model_config(tmp_path).intra_op_threads is None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from service.workers import _on_gpu, available_cpus, settings_per_worker
+from service.workers import _on_gpu, available_cpus, intra_op_summary, settings_per_worker
 
 
 @pytest.mark.parametrize(("workers", "cpus", "threads"), [(2, 16, 8), (4, 16, 4), (8, 16, 2), (3, 16, 5), (4, 2, 1)])
@@ -71,3 +71,32 @@ def test_no_quota_leaves_the_affinity(tmp_path: Path, unlimited: str) -> None:
 ])
 def test_workers_on_a_gpu_are_recognised_for_the_warning(settings: dict[str, object], on_gpu: bool) -> None:
     assert _on_gpu(Settings(workers=2, **settings)) is on_gpu
+
+
+def _repository(root: Path, configs: dict[str, str]) -> Path:
+    for model, config in configs.items():
+        (root / model).mkdir(parents=True)
+        (root / model / "config.json").write_text(config)
+    return root
+
+
+def test_the_start_up_line_says_the_split_and_each_models_own_count(tmp_path: Path) -> None:
+    """Issue 19: the line said "1 ... threads each" while a model's config.json ran 10 in every worker."""
+    repository = _repository(tmp_path, {"a": '{"intra_op_threads": 4}', "b": '{"intra_op_threads": 0}', "c": "{}",
+                                        "d": "not json"})
+    line, warnings = intra_op_summary(Settings(workers=2, model_repository=repository), cpus=4)
+    assert line == "2 onnxruntime intra-op threads each (4 CPUs / 2 workers); model a: 4 each, from its config.json"
+    assert warnings == ["model a's config.json gives each of 2 workers 4 onnxruntime intra-op threads: 8 on 4 CPUs, "
+                        "which slows every worker down; set it to 2 (thread counts are per process), or remove it to "
+                        "split the cores"]
+
+
+@pytest.mark.parametrize(("threads", "line", "warned"), [
+    (1, "1 onnxruntime intra-op thread each (LABELSERVE_INTRA_OP_THREADS)", False),
+    (3, "3 onnxruntime intra-op threads each (LABELSERVE_INTRA_OP_THREADS)", True),
+    (0, "onnxruntime's default intra-op threads each, one per core (4): LABELSERVE_INTRA_OP_THREADS=0", True),
+])
+def test_the_start_up_line_names_the_environment_when_it_sets_the_threads(tmp_path: Path, threads: int, line: str,
+                                                                         warned: bool) -> None:
+    summary, warnings = intra_op_summary(Settings(workers=2, intra_op_threads=threads, model_repository=tmp_path), 4)
+    assert summary == line and bool(warnings) is warned

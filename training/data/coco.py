@@ -14,9 +14,32 @@ from pathlib import Path
 
 import numpy as np
 
+from labelserve.errors import DataError
 from training.data.samples import Box, MultiLabelSample, MultiLabelSet
 
 __all__ = ["read_coco"]
+
+
+def _load(annotation_file: Path) -> dict:
+    """The instances file's content, checked for what the reader uses; DataError naming the file otherwise."""
+    try:
+        data = json.loads(annotation_file.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{annotation_file} is not JSON ({exc.msg}, line {exc.lineno}) but data.format is coco: a "
+                        "COCO instances file is JSON; for another format set data.format") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{annotation_file} is not a COCO instances file: its JSON is not an object")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DataError(f"{annotation_file} is not a COCO instances file: no {key!r} key")
+    for kind, needed in (("images", ("id", "file_name")), ("categories", ("id", "name")),
+                         ("annotations", ("image_id", "category_id"))):
+        for entry in data[kind]:
+            if not isinstance(entry, dict) or any(k not in entry for k in needed):
+                raise DataError(f"{annotation_file}: every entry of {kind!r} needs {', '.join(needed)}; got "
+                                f"{json.dumps(entry)[:80]}")
+    return data
+
 
 def read_coco(
     annotation_file: Path,
@@ -32,10 +55,7 @@ def read_coco(
         include_unlabeled: keep images that have no annotation, as all-negative targets.
         include_crowd: let `iscrowd=1` annotations mark their class present.
     """
-    data = json.loads(Path(annotation_file).read_text(encoding="utf-8"))
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise ValueError(f"{annotation_file} is not a COCO instances file: no {key!r} key")
+    data = _load(Path(annotation_file))
     root = image_root if image_root is not None else Path(annotation_file).resolve().parent.parent / "images"
     categories = sorted(data["categories"], key=lambda c: c["id"])
     column = {c["id"]: i for i, c in enumerate(categories)}
@@ -45,8 +65,9 @@ def read_coco(
     for ann in data["annotations"]:
         if ann.get("iscrowd", 0) and not include_crowd:
             continue
-        if ann["category_id"] not in column:
-            raise ValueError(f"annotation {ann.get('id')} names unknown category {ann['category_id']}")
+        if ann.get("category_id") not in column:
+            raise DataError(f"{annotation_file}: annotation {ann.get('id')} names unknown category "
+                            f"{ann.get('category_id')}; the categories are {sorted(column)}")
         box = tuple(float(v) for v in ann.get("bbox", (0, 0, 0, 0)))
         boxes_by_image[ann["image_id"]][column[ann["category_id"]]].append(box)
 
@@ -58,5 +79,6 @@ def read_coco(
         target = np.zeros(len(labels), dtype=np.float32)
         target[list(per_label)] = 1.0
         size = (image["width"], image["height"]) if "width" in image and "height" in image else None
-        samples.append(MultiLabelSample(root / image["file_name"], target, dict(per_label), size))
+        source = f"{annotation_file} image id {image['id']}"
+        samples.append(MultiLabelSample(root / image["file_name"], target, dict(per_label), size, source))
     return MultiLabelSet(labels, tuple(samples))

@@ -20,6 +20,7 @@ class MultiLabelSample:
     target: np.ndarray  # [C] float32 in {0, 1}
     boxes: dict[int, list[Box]] = field(default_factory=dict)  # label index -> boxes, where the format has boxes
     size: tuple[int, int] | None = None  # (width, height) as recorded by the annotation file
+    source: str = ""  # where the annotation names it, for messages: "train.csv:4", "instances.json image id 7"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ uvicorn alone leaves a connection open for as long as its client trickles bytes:
   blocked on it.
 
 Bytes that are not HTTP get a JSON 400 `malformed_request` where uvicorn answered plain text. After any such error
-answer the connection is half-closed and what the client still sends is read and dropped for `linger_s`, so a client
-in the middle of an upload reads the answer instead of a reset. When the app was already handling the request (its
-body stalled), the error is recorded in the request's scope (`service.errors.record_protocol_error`): the app, woken
-by a disconnect, reports the same 408 or 400 in its metrics and log line.
+answer the connection is half-closed and what the client still sends is read and dropped for `linger_s` (up to
+64 KiB), so a client in the middle of an upload reads the answer instead of a reset. When the app was already
+handling the request (its body stalled), the error is recorded in the request's scope
+(`service.errors.record_protocol_error`): the app, woken by a disconnect, reports the same 408 or 400 in its metrics
+and log line.
 
 Subclassing keeps uvicorn's parsing, pipelining, flow control and graceful shutdown, which are well tried; what it
 relies on of uvicorn's internals is pinned by the version range in pyproject.toml and checked by the tests.
@@ -54,6 +55,10 @@ __all__ = ["GuardedHttpToolsProtocol"]
 
 logger = logging.getLogger(__name__)
 
+# After an error answer, what the client still sends is read and dropped for linger_s, but no more than this: enough
+# for the rest of an ordinary request, while a client blasting an endless header costs the server little.
+_LINGER_MAX_BYTES = 64 * 1024
+
 
 class _HeadRefusedError(Exception):
     """Raised from a parser callback to stop parsing a head over its limits (httptools re-raises it as the context
@@ -85,6 +90,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._write_paused_at: float | None = None
         self._close_after_answer = False
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._discarded = 0
         self._unanswered: deque[RequestResponseCycle] = deque()  # uvicorn keeps only the newest and the queued
 
     # Connection lifetime
@@ -116,8 +122,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse `data`; answer what is not HTTP or breaks a limit with a JSON error."""
-        if self.phase is Phase.CLOSING:
-            return  # what a client we answered with an error still sends is read and dropped
+        if self.phase is Phase.CLOSING:  # what a client we answered with an error still sends is read and dropped,
+            self._discarded += len(data)  # up to a bound: one that keeps writing is not reading the answer
+            if self._discarded > _LINGER_MAX_BYTES:
+                self.transport.abort()
+            return
         self._now = self.loop.time()
         self._head_began_here = False
         try:

@@ -76,6 +76,9 @@ class ConnectionTable:
         self._timer: asyncio.TimerHandle | None = None
         self._next_fd_sample = 0.0
         self._warned: dict[str, float] = {}
+        if observer is not None:  # every series exists from the start, before the first connection
+            observer.set_connections(dict.fromkeys((phase.value for phase in Phase), 0))
+        self._sample_file_descriptors()
 
     def __len__(self) -> int:
         return len(self._connections)

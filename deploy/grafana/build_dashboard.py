@@ -75,6 +75,19 @@ def panels() -> list[dict[str, Any]]:
                                          ("sum by (model, version, result) (increase(labelserve_model_loads_total"
                                           "[1h]))", "loads {{model}} v{{version}} {{result}}")], 12, 32, "short",
                "table"),
+        _panel("Connections by phase", [("sum by (phase) (labelserve_connections)", "{{phase}}")], 0, 48,
+               description="Open client connections: idle (kept alive), headers or body arriving, being answered, "
+                           "closing after an error. Many in headers or body for long means slow clients; each phase "
+                           "has a time limit (LABELSERVE_HEADER_TIMEOUT_S, LABELSERVE_BODY_MIN_RATE, ...)."),
+        _panel("Connections closed by the server",
+               [("sum by (reason) (rate(labelserve_connections_closed_total[$__rate_interval]))", "{{reason}}")],
+               12, 48, "ops", description="idle: keep-alive expired; header_timeout, body_timeout, send_timeout: a "
+                                          "client too slow; malformed, header_too_large, uri_too_long: a client that "
+                                          "broke the rules; evicted: idle, closed at the connection cap for a new "
+                                          "one; refused: at the cap with none idle (LABELSERVE_MAX_CONNECTIONS)."),
+        _panel("File descriptors", [("max by (kind) (labelserve_file_descriptors)", "{{kind}}")], 0, 56,
+               description="Descriptors the server holds, against the open-file limit; past it, the kernel resets "
+                           "new connections before the server sees them."),
         _panel("GPU memory", [("labelserve_gpu_memory_used_bytes", "used gpu{{gpu}}"),
                               ("labelserve_gpu_memory_total_bytes", "total gpu{{gpu}}")], 0, 40, "bytes",
                description="Only where NVML is available (the gpu image)."),

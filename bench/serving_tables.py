@@ -97,3 +97,39 @@ def _attention(documents: list[dict[str, Any]]) -> str:
     lines += ["", f"One client on a kept-alive connection, {document['seconds']:g} s per row, model "
                   f"`{document['model']}`, {document['created_at'][:16]} UTC."]
     return "\n".join(lines)
+
+
+_ATTACKS = {"slow_headers": "slow headers (a byte a second)", "slow_bodies": "slow bodies (1 byte/s)",
+            "idle_sockets": "idle sockets", "header_bombs": "header bombs (endless header)",
+            "aborts": "aborts (half a body, then a reset)"}
+
+
+@register_table("hostile-demo", "bench/results/hostile-demo.json")
+def _hostile(documents: list[dict[str, Any]]) -> str:
+    document = documents[0]
+    unloaded = document["unloaded"]
+    lines = ["| attack | at once | opened in all | limit s | longest open s | normal img/s (x unloaded) | "
+             "normal p99 ms (x unloaded) | cores: server / attacker | peak RSS MiB | RSS after / before | server 5xx "
+             "| met |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in document["rows"]:
+        attack = document["attacks"][row["attack"]]
+        normal = attack["normal"]
+        limit = f"{row['limit s']:.1f}" if row["limit s"] else "–"
+        met = "yes" if row["met"] else "**no**: " + ", ".join(row["missed"])
+        lines.append(f"| {_ATTACKS.get(row['attack'], row['attack'])} | {document['sizes'][row['attack']]:,} | "
+                     f"{row['hostile connections']:,} | {limit} | {row['longest s']:.2f} | "
+                     f"{_number(normal['images_per_s'])} ({row['x throughput']:.2f}) | "
+                     f"{_number(normal['latency']['p99_ms'])} ({row['x p99']:.2f}) | "
+                     f"{attack['cores']['server']:.2f} / {attack['cores']['attacker']:.2f} | "
+                     f"{row['peak RSS MiB']:.0f} | {row['RSS after/before']:.2f} | {row['server 5xx']:g} | {met} |")
+    lines += ["", f"Model `{document['model']}`; {document['concurrency']} normal closed-loop clients "
+                  f"({_number(unloaded['images_per_s'])} img/s, p99 {_number(unloaded['latency']['p99_ms'])} ms, "
+                  f"server {unloaded['server_cores']:.2f} cores unloaded; "
+                  f"{_number(document['unloaded_after']['images_per_s'])} img/s again after the "
+                  f"attacks); each attack {document['ramp_s']:g} s of ramp and {document['seconds']:g} s measured, "
+                  f"from its own process on the same cores; the service's default settings but "
+                  f"LABELSERVE_KEEP_ALIVE_S="
+                  f"{document['settings']['keep_alive_s']}. A limit is the setting plus one "
+                  f"{document['sweep_s']:g} s sweep; {document['machine']['cpu_count']} CPU cores, "
+                  f"{document['created_at'][:16]} UTC."]
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
-from service.admission import arrival_time
+from service.admission import arrival_time, buffered_body
 from service.errors import ClientDisconnectedError, DeadlineExceededError, client_fault
 
 __all__ = ["read_body", "request_deadline", "run_guarded"]
@@ -39,6 +39,9 @@ def _deadline_error(timeout_s: float) -> DeadlineExceededError:
 async def read_body(request: Request) -> bytes:
     """The whole body. The admission middleware has read it already, within the request's deadline and the upload
     budget (service.admission), so this returns at once; a client gone meanwhile is its fault (`client_fault`)."""
+    body = buffered_body(request.scope)
+    if body is not None:
+        return body
     try:
         return await request.body()
     except ClientDisconnect:

@@ -130,6 +130,8 @@ def _hostile(documents: list[dict[str, Any]]) -> str:
                   f"from its own process on the same cores; the service's default settings but "
                   f"LABELSERVE_KEEP_ALIVE_S="
                   f"{document['settings']['keep_alive_s']}. A limit is the setting plus one "
-                  f"{document['sweep_s']:g} s sweep; {document['machine']['cpu_count']} CPU cores, "
+                  f"{document['sweep_s']:g} s sweep, met when the longest stays within it and another "
+                  f"{document['slack_s']:g} s (the attacker's own timing, hundreds of sockets on one event loop); "
+                  f"{document['machine']['cpu_count']} CPU cores, "
                   f"{document['created_at'][:16]} UTC."]
     return "\n".join(lines)

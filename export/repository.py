@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from export.baseline import compute_baseline
 from export.onnx import DEFAULT_OPSET, INPUT_NAME, export_onnx
 from export.parity import ParityReport, check_onnx_parity
 from export.tensorrt_plan import PLAN_FILENAME, PLAN_TOLERANCE, build_plan, check_plan_parity, tensorrt_missing
@@ -19,6 +20,7 @@ from export.torch_program import TORCH_PROGRAM_FILENAME, export_torch_program
 from export.wrapper import ExportWrapper
 from labelserve.bundle import Bundle, EngineSpec, Manifest, OutputsSpec, TensorSpec, next_version, write_bundle
 from labelserve.errors import DataError, ExportError
+from labelserve.label_stats import Baseline
 from labelserve.preprocess import PreprocessSpec, preprocess
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.data.dataset import load_rgb
@@ -82,6 +84,20 @@ def checkpoint_val_images(train_config: dict, limit: int = 8) -> list[Path]:
     return files
 
 
+def _baseline(onnx_path: Path, spec: PreprocessSpec, thresholds: tuple[float, ...], train_config: dict,
+              limit: int) -> Baseline | None:
+    """The baseline on up to `limit` validation images, or None (said in the log) where there are none to read."""
+    if limit <= 0:
+        return None
+    try:
+        images = checkpoint_val_images(train_config, limit=limit)
+    except ExportError as exc:
+        logger.warning("no baseline in this bundle (label monitoring will say so): %s", exc)
+        return None
+    source = f"{len(images)} images of {train_config.get('data', {}).get('val_annotations')}"
+    return compute_baseline(onnx_path, INPUT_NAME, "logits", spec, thresholds, images, source)
+
+
 def _producer_versions() -> dict[str, str]:
     versions = {}
     for package in _PRODUCER_PACKAGES:
@@ -105,6 +121,7 @@ def export_bundle(
     torch_program: bool = False,
     tensorrt: bool = False,
     tensorrt_precision: Literal["fp32", "fp16"] = "fp32",
+    baseline_images: int = 2000,
 ) -> tuple[Bundle, ParityReport]:
     """Export a checkpoint into `<repository>/<name>/<version>/` after the parity check passes.
 
@@ -123,6 +140,9 @@ def export_bundle(
         torch_program: also ship a `torch.export` program for the service's optional torch engine.
         tensorrt: also build a TensorRT plan for this machine's GPU, checked against onnxruntime.
         tensorrt_precision: the plan's precision.
+        baseline_images: up to this many images of the checkpoint's validation split are answered by the exported
+            graph to write the bundle's baseline (what the service's label monitoring compares with); 0, or a split
+            that cannot be read here, writes none (the bundle still serves; monitoring says "no baseline").
 
     Raises:
         ExportError: `tensorrt` is asked for on a machine without TensorRT or a GPU (before any work is done); the
@@ -165,6 +185,8 @@ def export_bundle(
             engines.append(EngineSpec(format="tensorrt", file=PLAN_FILENAME, precision=tensorrt_precision,
                                       max_batch=max_batch, device=plan.device, runtime_version=plan.runtime_version))
         num_labels = len(checkpoint.labels)
+        thresholds = tuple(checkpoint.thresholds or [0.5] * num_labels)
+        baseline = _baseline(onnx_path, spec, thresholds, checkpoint.train_config, baseline_images)
         attention = None
         if with_attention:
             _, _, height, width = sample_out[1].shape
@@ -176,13 +198,14 @@ def export_bundle(
             head=checkpoint.model_config["head"],
             backbone=checkpoint.model_config["backbone"],
             labels=tuple(checkpoint.labels),
-            thresholds=tuple(checkpoint.thresholds or [0.5] * num_labels),
+            thresholds=thresholds,
             input_name=INPUT_NAME,
             input=spec,
             outputs=OutputsSpec(logits=TensorSpec(name="logits", shape=("batch", num_labels)), attention=attention),
             engines=tuple(engines),
             metrics={k: float(v) for k, v in checkpoint.metrics.items() }
             | {f"parity_max_abs_diff_{k}": v for k, v in report.max_abs_diff.items()} | extra_metrics,
+            baseline=baseline,
             producer=_producer_versions(),
         )
         bundle = write_bundle(repository, manifest, files)

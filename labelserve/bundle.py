@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from labelserve.label_stats import Baseline
 from labelserve.preprocess import PreprocessSpec
 
 __all__ = [
@@ -118,6 +119,9 @@ class Manifest(BaseModel):
     engines: tuple[EngineSpec, ...] = Field(min_length=1)
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 hex digest")
     metrics: dict[str, float] = Field(default_factory=dict)
+    baseline: Baseline | None = Field(default=None, description="per-label statistics on the validation split, "
+                                      "which the service compares its answers with (None: bundles from before, or "
+                                      "exported without validation images)")
     producer: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -149,6 +153,8 @@ class Manifest(BaseModel):
         for engine in self.engines:
             if self.files and engine.file not in self.files:
                 raise ValueError(f"engine file {engine.file!r} has no checksum in files")
+        if self.baseline is not None and len(self.baseline.positive_rate) != num_labels:
+            raise ValueError(f"the baseline has {len(self.baseline.positive_rate)} labels, the model {num_labels}")
         return self
 
     def engine(self, fmt: str) -> EngineSpec | None:

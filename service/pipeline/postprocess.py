@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from labelserve.bundle import Manifest
+from labelserve.label_stats import probabilities as sigmoid
 
 __all__ = ["AttentionFormat", "PostprocessOptions", "Prediction", "attention_png", "attention_size", "postprocess",
            "sigmoid", "upsample_attention"]
@@ -49,12 +50,6 @@ class Prediction:
     predicted: list[str]  # labels at or above their threshold, most probable first
     attention: dict[str, str] | None  # label -> base64 PNG, for predicted labels, when asked as png
     attention_maps: dict[str, np.ndarray] | None = None  # label -> float32 [h, w], when asked as array
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function, float64."""
-    values = np.asarray(logits, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -values))
 
 
 def attention_size(image_size: tuple[int, int], max_side: int) -> tuple[int, int]:

@@ -103,3 +103,28 @@ def test_a_tensorrt_plan_asked_for_where_none_can_be_built_fails_before_any_work
     assert main(args) == ExportError.exit_code
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: TensorRT plans cannot be built here")
+
+
+def test_the_bundle_carries_a_baseline_of_what_the_exported_graph_answers_on_the_validation_split(
+        model_repository: Path, tiny_dataset: Path) -> None:
+    from labelserve.label_stats import bin_counts, positives
+    from labelserve.preprocess import preprocess
+    from training.data.coco import read_coco
+    from training.data.dataset import load_rgb
+
+    bundle = load_bundle(model_repository / "tiny" / "1")
+    manifest = bundle.manifest
+    baseline = manifest.baseline
+    val = read_coco(tiny_dataset / "annotations" / "instances_val.json")
+    assert baseline is not None and baseline.images == len(val.samples) == 16
+    assert "instances_val.json" in baseline.source
+    session = ort.InferenceSession(str(bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
+    inputs = np.stack([preprocess(load_rgb(str(s.path), manifest.input), manifest.input) for s in val.samples])
+    logits = session.run(["logits"], {"images": inputs})[0]
+    assert baseline.histogram_array().tolist() == bin_counts(logits).tolist()
+    assert baseline.positive_rate == pytest.approx(tuple(positives(logits, manifest.thresholds).mean(axis=0)))
+
+
+def test_export_with_no_baseline_images_writes_none(tiny_checkpoint: Path, photo_dir: Path, tmp_path: Path) -> None:
+    bundle, _ = export_bundle(tiny_checkpoint, tmp_path, "tiny", parity_images=[photo_dir], baseline_images=0)
+    assert bundle.manifest.baseline is None

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from service.admission import AdmissionMiddleware
 from service.errors import install_error_handlers
 from service.gpu_metrics import register_gpu_metrics
+from service.label_metrics import LabelGauges, refresh_forever
 from service.limits import RequestSizeLimitMiddleware
 from service.observability import Metrics, RequestObservabilityMiddleware
 from service.oip import router as oip_router
@@ -39,6 +40,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.labelserve
     started = time.monotonic()
     watcher: asyncio.Task[None] | None = None
+    refresher: asyncio.Task[None] | None = None
     try:
         await state.repository.load_all()
         state.ready = bool(state.repository.models())
@@ -47,10 +49,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.settings.repository_poll_s > 0:
             watcher = asyncio.create_task(state.repository.watch(state.settings.repository_poll_s),
                                           name="repository-watcher")
+        if state.settings.monitor_labels:
+            gauges = LabelGauges(state.metrics, state.settings.monitor_label_series)
+            refresher = asyncio.create_task(refresh_forever(state.repository, gauges,
+                                                            state.settings.monitor_refresh_s), name="label-gauges")
         yield
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in (watcher, refresher):
+            if task is not None:
+                task.cancel()
         state.ready = False
         logger.info("shutting down: draining queued requests (up to %.1f s)", state.settings.drain_timeout_s)
         await state.repository.stop(state.settings.drain_timeout_s)
@@ -65,11 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else get_settings()
     metrics = Metrics()
     register_gpu_metrics(metrics.registry)
+    repository = ModelRepository(settings, metrics)
     state = ServiceState(
-        settings=settings, metrics=metrics, repository=ModelRepository(settings, metrics),
+        settings=settings, metrics=metrics, repository=repository,
         predictor=Predictor(DecodeLimits(max_image_bytes=settings.max_image_bytes,
                                          max_image_pixels=settings.max_image_pixels),
-                            torch_jpeg_device=settings.torch_device if settings.jpeg_decode == "torch" else None),
+                            torch_jpeg_device=settings.torch_device if settings.jpeg_decode == "torch" else None,
+                            shadow_for=repository.shadow_for),
     )
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
     app.state.labelserve = state

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -51,6 +51,10 @@ class BatchObserver(Protocol):
         """An image was refused (`reason`: "queue_full")."""
         ...
 
+    def observe_failure(self, size: int, seconds: float) -> None:
+        """The engine failed on a batch of `size` images after `seconds`."""
+        ...
+
 
 @dataclass(eq=False)
 class PendingItem:
@@ -74,7 +78,7 @@ class DynamicBatcher:
 
     def __init__(self, engine: Engine, *, logits_output: str, attention_output: str | None, max_batch_size: int,
                  max_queue_delay_ms: float, max_queue_size: int, observer: BatchObserver,
-                 name: str = "model") -> None:
+                 name: str = "model", on_logits: Callable[[np.ndarray], None] | None = None) -> None:
         """Configure the batcher; call `start()` from the event loop before submitting.
 
         Args:
@@ -87,6 +91,8 @@ class DynamicBatcher:
             max_queue_size: images that may wait; more raise QueueFullError.
             observer: receives batch sizes, waits, queue depth and rejections.
             name: model name for log lines and error messages.
+            on_logits: called on the engine thread with each batch's logits `[B, C]` (the label monitor); what it
+                raises is logged, never failing the batch.
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -101,6 +107,7 @@ class DynamicBatcher:
         self._max_delay_s = max_queue_delay_ms / 1000.0
         self._observer = observer
         self.name = name
+        self._on_logits = on_logits
         self._queue: asyncio.Queue[PendingItem | _Stop] = asyncio.Queue(maxsize=max_queue_size)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
         self._task: asyncio.Task[None] | None = None
@@ -269,6 +276,7 @@ class DynamicBatcher:
         except Exception as exc:
             self._in_flight = []
             logger.error("engine failed on a batch of %d for %s", len(live), self.name, exc_info=exc)
+            self._observer.observe_failure(len(live), time.monotonic() - started)
             for item in live:
                 if not item.future.done():
                     error = EngineError(f"inference failed for model {self.name!r}: {exc}")
@@ -283,11 +291,21 @@ class DynamicBatcher:
             wanted = outputs if item.attention else {self._logits_output: outputs[self._logits_output]}
             item.future.set_result({name: values[row] for name, values in wanted.items()})
 
+    def _run_and_watch(self, batch: np.ndarray, names: list[str]) -> Outputs:
+        """The engine call, then (same thread, off the event loop) the batch's logits to `on_logits`."""
+        outputs = self._engine.run(batch, names)
+        if self._on_logits is not None and self._logits_output in outputs:
+            try:
+                self._on_logits(outputs[self._logits_output])
+            except Exception:  # watching must never fail an answer
+                logger.exception("the label monitor of %s failed on a batch; the answers are unaffected", self.name)
+        return outputs
+
     async def _execute(self, items: list[PendingItem]) -> Outputs:
         names = self._outputs_for(items)
         batch = np.stack([item.array for item in items])  # [B, 3, H, W]
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self._engine.run, batch, names)
+        outputs = await loop.run_in_executor(self._executor, self._run_and_watch, batch, names)
         for name in names:
             if name not in outputs or len(outputs[name]) != len(items):
                 shape = None if name not in outputs else outputs[name].shape

@@ -113,6 +113,39 @@ class Metrics:
                                       "and its limit", ("kind",), multiprocess_mode="liveall", registry=reg)
         for reason in _CLOSE_REASONS:  # exported as 0 from the start, so rate() and alerts work
             self.connections_closed.labels(reason)
+        # Per-label health (service.label_metrics refreshes them; per worker in multiprocess mode, label `pid`)
+        label = (*_MODEL_LABELS, "label")
+        self.label_positive_rate = Gauge("labelserve_label_positive_rate", "Share of the answers in the window that "
+                                         "give the label, at its threshold", label, multiprocess_mode="liveall",
+                                         registry=reg)
+        self.label_baseline_rate = Gauge("labelserve_label_baseline_positive_rate", "Share of the validation images "
+                                         "that got the label (the bundle's baseline)", label,
+                                         multiprocess_mode="liveall", registry=reg)
+        self.label_drift = Gauge("labelserve_label_drift", "PSI between the label's answers in the window and the "
+                                 "baseline (absent below LABELSERVE_DRIFT_MIN_IMAGES answers)", label,
+                                 multiprocess_mode="liveall", registry=reg)
+        self.label_drift_threshold = Gauge("labelserve_label_drift_threshold", "PSI at which a label is flagged "
+                                           "(LABELSERVE_DRIFT_THRESHOLD)", _MODEL_LABELS,
+                                           multiprocess_mode="liveall", registry=reg)
+        self.labels_flagged = Gauge("labelserve_labels_flagged", "Labels whose drift passed the threshold",
+                                    _MODEL_LABELS, multiprocess_mode="liveall", registry=reg)
+        self.label_window_images = Gauge("labelserve_label_window_images", "Answers in the label monitor's window",
+                                         _MODEL_LABELS, multiprocess_mode="liveall", registry=reg)
+        self.labels_per_image = Gauge("labelserve_labels_per_image", "Mean labels given per image: served (window) "
+                                      "and baseline", (*_MODEL_LABELS, "source"), multiprocess_mode="liveall",
+                                      registry=reg)
+        shadow = (*_MODEL_LABELS, "candidate")
+        self.shadow_flip_rate = Gauge("labelserve_shadow_flip_rate", "Share of the compared images on which the "
+                                      "shadow candidate decides the label differently", (*shadow, "label"),
+                                      multiprocess_mode="liveall", registry=reg)
+        self.shadow_change = Gauge("labelserve_shadow_probability_change", "Mean candidate minus primary probability "
+                                   "of the label", (*shadow, "label"), multiprocess_mode="liveall", registry=reg)
+        self.shadow_compared = Gauge("labelserve_shadow_compared", "Images answered by both versions in the window",
+                                     shadow, multiprocess_mode="liveall", registry=reg)
+        self.shadow_mirrored = Gauge("labelserve_shadow_mirrored", "Images copied to the shadow since it started",
+                                     shadow, multiprocess_mode="liveall", registry=reg)
+        self.shadow_dropped = Gauge("labelserve_shadow_dropped", "Images not copied to the shadow for want of spare "
+                                    "capacity, since it started", shadow, multiprocess_mode="liveall", registry=reg)
         self._info_labels: dict[tuple[str, str], tuple[str, str]] = {}
 
     def set_connections(self, by_phase: dict[str, int]) -> None:
@@ -179,6 +212,9 @@ class ModelObserver:
     def observe_rejection(self, reason: str) -> None:
         """Count one refused image."""
         self._rejections.labels(*self._labels, reason).inc()
+
+    def observe_failure(self, size: int, seconds: float) -> None:
+        """Engine failures are counted per request, as `labelserve_errors_total{code="engine_error"}`."""
 
 
 _RESERVED_LOG_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     repository_poll_s: float = Field(default=5.0, ge=0.0,
                                      description="how often the repository is re-read for new versions; 0 = never")
 
+    # Per-label health of every served version against its bundle's baseline (service/label_monitor.py).
+    monitor_labels: bool = Field(default=True, description="count every answer per label and compare with the "
+                                 "bundle's baseline")
+    monitor_window_images: int = Field(default=2000, ge=10, description="answers in the sliding window, at most")
+    monitor_window_s: float = Field(default=3600.0, gt=0.0, description="age of the sliding window, at most, s")
+    drift_threshold: float = Field(default=0.25, gt=0.0, description="PSI at which a label is flagged as drifted")
+    drift_min_images: int = Field(default=200, ge=1, description="answers the window needs before any label is "
+                                  "flagged (fewer: PSI is mostly noise)")
+    monitor_label_series: int = Field(default=100, ge=1, description="per-label Prometheus series per model "
+                                      "version, at most: the most drifted labels; the rest are in /v2/.../stats")
+    monitor_refresh_s: float = Field(default=5.0, gt=0.0, description="how often the per-label gauges are updated")
+
     @field_validator("execution_providers", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Coroutine
 from importlib.metadata import version as package_version
 from typing import Any
@@ -26,6 +25,8 @@ from service.oip.codec import (
     encode_response,
     load_json,
 )
+from service.oip.statistics import router as statistics_router
+from service.oip.versions import parse_version
 from service.pipeline.postprocess import sigmoid
 from service.predictor import ImageUpload
 from service.repository import ServedModel
@@ -42,17 +43,8 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 models_router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
-_VERSION = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
 # Triton's platform names for what each engine runs (KServe leaves the field free-form).
 _PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "torch_export"}
-
-
-def _version(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not _VERSION.fullmatch(text):
-        raise InvalidParameterError(f"model version must be a positive integer, got {text[:40]!r}")
-    return int(text)
 
 
 def _output_specs(model: ServedModel) -> list[dict[str, Any]]:
@@ -83,7 +75,8 @@ def _metadata(state: ServiceState, name: str, version: int | None) -> dict[str, 
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
     """Server name, version and protocol extensions."""
-    return {"name": "labelserve", "version": package_version("labelserve"), "extensions": ["binary_tensor_data"]}
+    return {"name": "labelserve", "version": package_version("labelserve"),
+            "extensions": ["binary_tensor_data", "statistics", "model_repository"]}
 
 
 @router.get("/health/live")
@@ -104,14 +97,14 @@ async def ready(state: StateDep) -> Response:
 @models_router.get("/models/{name}/versions/{version}")
 async def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
     """Inputs, outputs, versions and labels of a served model."""
-    return _metadata(state, name, _version(version))
+    return _metadata(state, name, parse_version(version))
 
 
 @models_router.get("/models/{name}/ready")
 @models_router.get("/models/{name}/versions/{version}/ready")
 async def model_ready(state: StateDep, name: str, version: str | None = None) -> Response:
     """200 when that model (version) is served, 404 otherwise."""
-    state.repository.get(name, _version(version))
+    state.repository.get(name, parse_version(version))
     return Response(status_code=200)
 
 
@@ -206,7 +199,7 @@ async def infer(request: Request, state: StateDep, name: str, version: str | Non
     if len(tensors) != 1:
         raise InvalidParameterError(f"send exactly one input, {BYTES_INPUT!r} or the model's FP32 input; got "
                                     f"{len(tensors)}")
-    async with state.repository.lease(name, _version(version)) as model:
+    async with state.repository.lease(name, parse_version(version), request.scope) as model:
         outputs = _wanted_outputs(infer_request, model)
         attention_name = model.manifest.outputs.attention.name if model.has_attention else None
         needs_attention = any(output == attention_name for output, _ in outputs)
@@ -220,4 +213,5 @@ async def infer(request: Request, state: StateDep, name: str, version: str | Non
     return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
 
 
+router.include_router(statistics_router)  # before /models/{name}, which would take "stats" for a model name
 router.include_router(models_router)

@@ -1,5 +1,5 @@
-"""`labelserve data|train|export|demo|visualize|serve|predict|tune`: argument parsing only; the work lives in the
-packages.
+"""`labelserve data|train|export|demo|visualize|serve|predict|tune|promote`: argument parsing only; the work lives in
+the packages.
 
 Imports happen inside each command, so `labelserve serve` never loads torch. A mistake the user can fix
 (`labelserve.errors.UserError`) ends as one line on stderr and the exit code of its kind; any other exception is a
@@ -92,7 +92,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         Path(args.checkpoint), Path(args.repository), args.name, version=args.version, max_batch=args.max_batch,
         parity_images=[Path(p) for p in args.parity_images] if args.parity_images else None,
         tolerance=args.tolerance, with_attention=not args.no_attention, torch_program=args.torch_program,
-        tensorrt=args.tensorrt, tensorrt_precision=args.tensorrt_precision,
+        tensorrt=args.tensorrt, tensorrt_precision=args.tensorrt_precision, baseline_images=args.baseline_images,
     )
     logger.info("exported %s (parity max abs diff %s)", bundle.path, report.max_abs_diff)
     return 0
@@ -137,6 +137,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except RepositoryError as exc:  # found before the server starts: a plain line, not a JSON log record
         raise ServingError(str(exc)) from exc
     return serve(settings)
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from labelserve.bundle import list_versions
+    from service.model_config import ModelConfigError, load_model_config, promote_version
+
+    model_dir = Path(args.repository) / args.model
+    if not model_dir.is_dir():
+        raise ServingError(f"no model {args.model!r} in {args.repository}: `labelserve promote` takes the name of a "
+                           "folder of the repository")
+    try:
+        before = load_model_config(model_dir)
+        after = promote_version(model_dir, args.version, list_versions(model_dir))
+    except ModelConfigError as exc:
+        raise ServingError(str(exc)) from exc
+    dropped = [role for role in ("shadow", "canary") if getattr(before, role) and not getattr(after, role)]
+    logger.info("%s: version %d now answers requests that name no version (default_version %s -> %d)%s; a running "
+                "server applies %s within LABELSERVE_REPOSITORY_POLL_S", args.model, args.version,
+                before.default_version or "newest", args.version,
+                f", its {' and '.join(dropped)} entry dropped" if dropped else "", model_dir / "config.json")
+    return 0
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -282,6 +303,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="also build a TensorRT plan (model.plan) for this machine's GPU and TensorRT version")
     export.add_argument("--tensorrt-precision", choices=["fp32", "fp16"], default="fp32",
                         help="precision of the TensorRT plan (fp16: TensorRT 10 only; default: %(default)s)")
+    export.add_argument("--baseline-images", type=int, default=2000,
+                        help="validation images answered to write the bundle's baseline, which label monitoring "
+                             "compares served answers with; 0 for none (default: %(default)s)")
     export.set_defaults(func=_cmd_export)
 
     demo = commands.add_parser("demo", help="build the demo model (synthetic data -> train -> export) if missing")
@@ -309,6 +333,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="server processes sharing the port, each with its own batchers and "
                                                    "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
+    promote = commands.add_parser("promote", help="make a model version the one that answers requests naming no "
+                                                   "version (after watching it as a shadow or a canary)")
+    promote.add_argument("--repository", default="models", help="model repository root (default: %(default)s)")
+    promote.add_argument("--model", required=True, help="model name")
+    promote.add_argument("--version", type=int, required=True, help="the version to promote")
+    promote.set_defaults(func=_cmd_promote)
     tune_cmd = commands.add_parser("tune", help="measure serving settings for one model on this machine and write "
                                                  "those measured better into <repository>/<model>/config.json")
     tune_cmd.add_argument("--repository", default="models", help="model repository root (default: %(default)s)")

@@ -10,6 +10,11 @@ without the key (or with 0) each worker gets the service's own count, which spli
     {"version_policy": {"latest": 2}, "max_batch_size": 8, "max_queue_delay_ms": 2, "max_queue_size": 64}
     {"version_policy": {"specific": [3, 5]}}
     {"max_batch_size": 16, "intra_op_threads": 2, "intra_op_spinning": false, "decode_threads": 2}
+
+Rolling a new version out label by label (the versions named must be served, so `version_policy` keeps both):
+
+    {"version_policy": {"latest": 2}, "default_version": 1, "shadow": {"version": 2, "share": 1.0}}
+    {"version_policy": {"latest": 2}, "default_version": 1, "canary": {"version": 2, "weight": 0.1}}
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["MODEL_CONFIG_FILENAME", "ModelConfig", "ModelConfigError", "VersionPolicy", "load_model_config"]
+__all__ = ["MODEL_CONFIG_FILENAME", "CanaryConfig", "ModelConfig", "ModelConfigError", "ShadowConfig", "VersionPolicy",
+           "load_model_config", "promote_version", "update_model_config"]
 
 MODEL_CONFIG_FILENAME = "config.json"
 
@@ -58,6 +64,27 @@ class VersionPolicy(BaseModel):
         return self.latest
 
 
+class ShadowConfig(BaseModel):
+    """A candidate version that computes a copy of `share` of the default version's images, to be compared with it
+    label by label (service.shadow); its answers are never returned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1)
+    share: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class CanaryConfig(BaseModel):
+    """A version that answers `weight` of the requests that name no version, the same clients every time: those
+    whose `key_header` value (else their address) hashes below the weight (service.canary)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1)
+    weight: float = Field(ge=0.0, le=1.0)
+    key_header: str = Field(default="X-Client-Key", min_length=1)
+
+
 class ModelConfig(BaseModel):
     """One model's serving settings; None means "the service-wide setting"."""
 
@@ -73,6 +100,18 @@ class ModelConfig(BaseModel):
                                          "the cores split between the workers)")
     intra_op_spinning: bool | None = Field(default=None, description="onnxruntime's idle threads spin")
     decode_threads: int | None = Field(default=None, ge=1, description="this model's decode/preprocess threads")
+    default_version: int | None = Field(default=None, ge=1, description="answers requests that name no version "
+                                        "(default: the newest served); `labelserve promote` sets it")
+    shadow: ShadowConfig | None = None
+    canary: CanaryConfig | None = None
+
+    @model_validator(mode="after")
+    def _rollout_names_other_versions(self) -> ModelConfig:
+        for role in ("shadow", "canary"):
+            target = getattr(self, role)
+            if target is not None and target.version == self.default_version:
+                raise ValueError(f"{role}.version {target.version} is the default_version itself; name another one")
+        return self
 
     @field_validator("intra_op_threads")
     @classmethod
@@ -95,3 +134,42 @@ def load_model_config(model_dir: Path) -> ModelConfig:
         return ModelConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError, ValidationError) as exc:
         raise ModelConfigError(f"{path}: {exc}") from exc
+
+
+def update_model_config(model_dir: Path, changes: dict[str, object], remove: tuple[str, ...] = ()) -> ModelConfig:
+    """Merge `changes` into the model's config.json and drop the `remove` keys (other keys, e.g. the version policy,
+    are kept); validated before anything is written, and written atomically (the service reads it on its next poll).
+
+    Raises:
+        ModelConfigError: the existing file is invalid.
+        ValidationError: the merged config is invalid (nothing is written).
+    """
+    existing = load_model_config(model_dir).model_dump(exclude_unset=True)
+    merged = ModelConfig.model_validate({**{k: v for k, v in existing.items() if k not in remove}, **changes})
+    path = model_dir / MODEL_CONFIG_FILENAME
+    staged = path.with_suffix(".json.tmp")
+    staged.write_text(json.dumps(merged.model_dump(mode="json", exclude_unset=True, exclude_none=True), indent=2)
+                      + "\n", encoding="utf-8")
+    staged.replace(path)
+    return merged
+
+
+def promote_version(model_dir: Path, version: int, versions: list[int]) -> ModelConfig:
+    """Make `version` the one that answers requests naming no version: `default_version`, with a shadow or canary
+    of that same version dropped (it is the primary now).
+
+    Raises:
+        ModelConfigError: the version does not exist, or the version policy does not serve it.
+    """
+    config = load_model_config(model_dir)
+    if version not in versions:
+        present = ", ".join(map(str, versions)) or "none"
+        raise ModelConfigError(f"{model_dir} has no version {version} (it has {present})")
+    policy = config.version_policy
+    served = policy.candidates(versions)[:policy.count] if policy.count is not None else policy.candidates(versions)
+    if version not in served:
+        raise ModelConfigError(f"version {version} is not served under {MODEL_CONFIG_FILENAME}'s version_policy "
+                               f"{policy.model_dump(exclude_none=True)} (served: {served}); widen the policy first")
+    stale = tuple(role for role in ("shadow", "canary")
+                  if getattr(config, role) is not None and getattr(config, role).version == version)
+    return update_model_config(model_dir, {"default_version": version}, remove=stale)

@@ -17,6 +17,7 @@ from service.batching import Outputs
 from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, postprocess, to_network_input
 from service.pipeline.decode import decode_opened, is_plain_jpeg, open_checked
 from service.repository import ServedModel
+from service.shadow import Shadow
 
 __all__ = ["ImageAnswer", "ImageUpload", "Predictor"]
 
@@ -63,18 +64,22 @@ class Predictor:
     """Runs the per-image pipeline on each model's decode threads (`ServedModel.decode_pool`; Pillow, simplejpeg
     and NumPy release the GIL)."""
 
-    def __init__(self, limits: DecodeLimits, torch_jpeg_device: str | None = None) -> None:
+    def __init__(self, limits: DecodeLimits, torch_jpeg_device: str | None = None,
+                 shadow_for: Callable[[ServedModel], Shadow | None] = lambda _model: None) -> None:
         """Configure decoding.
 
         Args:
             limits: byte and pixel limits for each image.
             torch_jpeg_device: decode and preprocess plain JPEGs with torch on this device (`auto`: CUDA when
                 present); None keeps Pillow/simplejpeg for everything.
+            shadow_for: the shadow version (if any) that gets a copy of a model version's images
+                (`ModelRepository.shadow_for`).
 
         Raises:
             RuntimeError: torch JPEG decoding is asked for where torch, torchcodec or the device is missing.
         """
         self._limits = limits
+        self._shadow_for = shadow_for
         self._jpeg_device = None
         self._jpeg: dict[PreprocessSpec, JpegPreprocessor | None] = {}
         if torch_jpeg_device is not None:
@@ -111,10 +116,20 @@ class Predictor:
         """Raw network outputs of every upload, in upload order (decoded and batched as in `predict`)."""
         return [outputs for outputs, _ in await _all([self._outputs(model, upload, attention) for upload in uploads])]
 
-    @staticmethod
-    async def infer(model: ServedModel, arrays: Sequence[np.ndarray], attention: bool) -> list[Outputs]:
+    async def infer(self, model: ServedModel, arrays: Sequence[np.ndarray], attention: bool) -> list[Outputs]:
         """Run ready network inputs through the model's batcher (they may share batches with other requests)."""
-        return await _all([model.batcher.infer(array, attention=attention) for array in arrays])
+        return await _all([self._infer_one(model, array, attention) for array in arrays])
+
+    async def _infer_one(self, model: ServedModel, array: np.ndarray, attention: bool) -> Outputs:
+        return await self._submit(model, array, attention)
+
+    def _submit(self, model: ServedModel, array: np.ndarray, attention: bool) -> asyncio.Future[Outputs]:
+        """Queue one image on the model's batcher, and a copy on its shadow's if it has one (never awaited here)."""
+        pending = model.batcher.submit(array, attention=attention)
+        shadow = self._shadow_for(model)
+        if shadow is not None:
+            shadow.mirror(array, pending, model.batcher)
+        return pending
 
     async def _outputs(self, model: ServedModel, upload: ImageUpload,
                        attention: bool) -> tuple[Outputs, tuple[int, int]]:
@@ -125,7 +140,7 @@ class Predictor:
         with model.batcher.incoming():
             spec = model.manifest.input
             array, size = await model.decode_pool.run(_prepare, upload, spec, self._limits, self._jpeg_for(spec))
-            pending = model.batcher.submit(array, attention=attention)
+            pending = self._submit(model, array, attention)
         return await pending, size
 
     async def _predict_one(self, model: ServedModel, upload: ImageUpload, options: PostprocessOptions) -> ImageAnswer:

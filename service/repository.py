@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from starlette.types import Scope
+
 from labelserve.bundle import (
     MANIFEST_FILENAME,
     Bundle,
@@ -28,12 +30,16 @@ from labelserve.bundle import (
     validate_model_name,
 )
 from service.batching import DynamicBatcher
+from service.canary import client_key, in_canary
 from service.engines import Engine, EngineLoadError, create_engine
 from service.errors import ModelNotFoundError, NotReadyError
+from service.label_monitor import LabelMonitor, MonitorSettings
 from service.loop_pool import LoopThreadPool
 from service.model_config import ModelConfig, ModelConfigError, load_model_config
 from service.observability import Metrics
 from service.settings import Settings
+from service.shadow import Shadow
+from service.statistics import FanoutObserver, VersionStatistics
 
 __all__ = ["ModelRepository", "RepositoryError", "ServedModel", "VersionState", "check_repository_root"]
 
@@ -47,15 +53,17 @@ class RepositoryError(Exception):
 
 
 class ServedModel:
-    """One model version being served: its engine, its batcher, the threads that decode its images, and how many
-    requests hold it right now."""
+    """One model version being served: its engine, its batcher, the threads that decode its images, what it has
+    answered (statistics, per-label health), and how many requests hold it right now."""
 
-    def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher,
-                 decode_pool: LoopThreadPool) -> None:
+    def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher, decode_pool: LoopThreadPool,
+                 statistics: VersionStatistics | None = None, monitor: LabelMonitor | None = None) -> None:
         self.bundle = bundle
         self.engine = engine
         self.batcher = batcher
         self.decode_pool = decode_pool
+        self.statistics = statistics or VersionStatistics()
+        self.monitor = monitor
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -143,7 +151,13 @@ class ModelRepository:
         self._loading: set[Path] = set()
         self._unloading: set[asyncio.Task[None]] = set()
         self._empty: set[str] = set()  # models already reported as having no versions
+        self._configs: dict[str, ModelConfig] = {}  # each served model's config.json as last read
+        self._shadows: dict[str, Shadow] = {}  # model -> its shadow, while both versions are served
+        self._warned_rollout: set[tuple[str, str, int]] = set()
         self._sync_lock = asyncio.Lock()
+        self._monitor_settings = MonitorSettings(
+            window_images=settings.monitor_window_images, window_s=settings.monitor_window_s,
+            drift_threshold=settings.drift_threshold, min_images=settings.drift_min_images)
 
     @property
     def root(self) -> Path:
@@ -154,8 +168,9 @@ class ModelRepository:
         """Served model versions, sorted by name, then version."""
         return [self._models[name][version] for name in sorted(self._models) for version in sorted(self._models[name])]
 
-    def get(self, name: str | None = None, version: int | None = None) -> ServedModel:
-        """The served model `name` (default: the first by name) at `version` (default: its newest served).
+    def get(self, name: str | None = None, version: int | None = None, routing: Scope | None = None) -> ServedModel:
+        """The served model `name` (default: the first by name) at `version` (default: its config's default_version,
+        else its newest served; or its canary, for the clients of the canary's share, told apart by `routing`).
 
         Raises:
             ModelNotFoundError: no model of that name, or not that version, is served.
@@ -168,11 +183,37 @@ class ModelRepository:
         if versions is None:
             raise ModelNotFoundError(f"unknown model {name!r}; this server serves: {', '.join(sorted(self._models))}")
         if version is None:
-            return versions[max(versions)]
+            return versions[self._unpinned_version(name, versions, routing)]
         if version not in versions:
             raise ModelNotFoundError(f"model {name!r} has no served version {version}; served versions: "
                                      f"{', '.join(map(str, sorted(versions)))}")
         return versions[version]
+
+    def _unpinned_version(self, name: str, versions: dict[int, ServedModel], routing: Scope | None) -> int:
+        config = self._configs.get(name)
+        default = max(versions)
+        if config is None:
+            return default
+        if config.default_version in versions:
+            default = config.default_version
+        canary = config.canary
+        if (canary is not None and canary.version in versions and routing is not None
+                and in_canary(client_key(routing, canary.key_header), canary.weight)):
+            return canary.version
+        return default
+
+    def default_version(self, name: str) -> int:
+        """The version that answers requests of `name` that name no version and are not in a canary."""
+        return self._unpinned_version(name, self._models[name], None)
+
+    def shadow_for(self, served: ServedModel) -> Shadow | None:
+        """The shadow that mirrors `served` (its primary), if one is configured and its candidate is served."""
+        shadow = self._shadows.get(served.name)
+        return shadow if shadow is not None and shadow.primary_version == served.version else None
+
+    def shadows(self) -> list[Shadow]:
+        """Every active shadow, by model name."""
+        return [self._shadows[name] for name in sorted(self._shadows)]
 
     def index(self) -> list[VersionState]:
         """Every version folder of every model folder, served or not, with its state and why (Triton's repository
@@ -202,9 +243,10 @@ class ModelRepository:
         return "UNAVAILABLE", "not served: outside the model's version_policy, or not loaded yet"
 
     @asynccontextmanager
-    async def lease(self, name: str | None = None, version: int | None = None) -> AsyncIterator[ServedModel]:
+    async def lease(self, name: str | None = None, version: int | None = None,
+                    routing: Scope | None = None) -> AsyncIterator[ServedModel]:
         """`get()`, holding the version so an unload waits for this request to finish with it."""
-        served = self.get(name, version)
+        served = self.get(name, version, routing)
         served.acquire()
         try:
             yield served
@@ -234,6 +276,9 @@ class ModelRepository:
                 logger.warning("model folder %s disappeared; unloading it", self._root / name)
                 for version in list(self._models[name]):
                     self._unload(name, version)
+            for name in set(self._configs) - present:
+                self._configs.pop(name)
+                self._shadows.pop(name, None)
 
     async def watch(self, interval_s: float) -> None:
         """Call `sync()` every `interval_s` seconds until cancelled; a failing sync is logged and retried."""
@@ -269,6 +314,37 @@ class ModelRepository:
                 wanted.append(version)
         for version in [v for v in self._models.get(name, {}) if v not in wanted]:
             self._unload(name, version)
+        self._configs[name] = config
+        self._sync_rollout(name, config)
+
+    def _sync_rollout(self, name: str, config: ModelConfig) -> None:
+        """Keep the model's shadow in line with its config and what is served (its comparison window survives a
+        sync that changes nothing); say once when a version the config names is not served."""
+        versions = self._models.get(name, {})
+        for role, target in (("default_version", config.default_version),
+                             ("shadow", config.shadow.version if config.shadow else None),
+                             ("canary", config.canary.version if config.canary else None)):
+            if target is not None and target not in versions and (name, role, target) not in self._warned_rollout:
+                self._warned_rollout.add((name, role, target))
+                logger.error("%s config.json names version %d as its %s, which is not served (served: %s); add it "
+                             "to version_policy", name, target, role, ", ".join(map(str, sorted(versions))) or "none")
+        shadow = config.shadow
+        if shadow is None or not versions or shadow.version not in versions:
+            self._shadows.pop(name, None)
+            return
+        primary = versions[self.default_version(name)]
+        current = self._shadows.get(name)
+        if (current is not None and current.primary_version == primary.version
+                and current.candidate_version == shadow.version):
+            current.share = shadow.share
+            return
+        candidate = versions[shadow.version]
+        self._shadows[name] = Shadow(
+            name, primary.version, candidate.version, candidate.batcher, primary.manifest.labels,
+            primary.manifest.thresholds, candidate.manifest.thresholds, candidate.manifest.outputs.logits.name,
+            shadow.share, self._settings.monitor_window_images, self._settings.monitor_window_s)
+        logger.info("%s v%d shadows %.0f %% of v%d's images", name, candidate.version, shadow.share * 100,
+                    primary.version)
 
     async def _try_load(self, version_dir: Path, config: ModelConfig) -> bool:
         """Load and install a version unless it was refused before in its current state; False if it fails."""
@@ -311,6 +387,11 @@ class ModelRepository:
         """Start a batcher for a loaded version and let requests have it (event loop thread)."""
         manifest = bundle.manifest
         attention = manifest.outputs.attention
+        statistics = VersionStatistics()
+        monitor = None
+        if self._settings.monitor_labels:
+            monitor = LabelMonitor(manifest.name, manifest.version, manifest.labels, manifest.thresholds,
+                                   manifest.baseline, self._monitor_settings)
         batcher = DynamicBatcher(
             engine, logits_output=manifest.outputs.logits.name,
             attention_output=attention.name if attention is not None else None,
@@ -318,14 +399,15 @@ class ModelRepository:
             max_queue_delay_ms=(config.max_queue_delay_ms if config.max_queue_delay_ms is not None
                                 else self._settings.max_queue_delay_ms),
             max_queue_size=config.max_queue_size or self._settings.max_queue_size,
-            observer=self._metrics.observer(manifest.name, manifest.version),
+            observer=FanoutObserver(self._metrics.observer(manifest.name, manifest.version), statistics),
             name=f"{manifest.name}-v{manifest.version}",
+            on_logits=monitor.observe if monitor is not None else None,
         )
         batcher.start()
         decode_pool = LoopThreadPool(config.decode_threads or self._settings.decode_threads,
                                      name=f"decode-{manifest.name}-v{manifest.version}")
         self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher,
-                                                                                   decode_pool)
+                                                                                   decode_pool, statistics, monitor)
         self._metrics.set_model_info(manifest.name, manifest.version, engine.info.name, engine.info.provider)
         logger.info("serving %s v%d from %s (%s, max batch %d)", manifest.name, manifest.version, bundle.path,
                     engine.info.provider, engine.info.max_batch_size)
@@ -336,6 +418,9 @@ class ModelRepository:
         served = versions.pop(version)
         if not versions:
             del self._models[name]
+        shadow = self._shadows.get(name)
+        if shadow is not None and version in (shadow.primary_version, shadow.candidate_version):
+            del self._shadows[name]
         self._metrics.clear_model_info(name, version)
         task = asyncio.get_running_loop().create_task(self._retire(served), name=f"retire-{name}-v{version}")
         self._unloading.add(task)

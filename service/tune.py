@@ -36,7 +36,7 @@ from labelserve.bundle import Bundle, list_versions, load_bundle
 from labelserve.errors import ConfigError, ServingError
 from labelserve.loadgen import run_level
 from labelserve.local_server import start_server
-from service.model_config import MODEL_CONFIG_FILENAME, ModelConfig, load_model_config
+from service.model_config import MODEL_CONFIG_FILENAME, load_model_config, update_model_config
 
 __all__ = ["KNOBS", "Trial", "TuneResult", "candidate_values", "changed_settings", "format_trials", "progress_line",
            "read_images", "stand_in_images", "tune", "write_config"]
@@ -294,14 +294,8 @@ def tune(repository: Path, model: str, payloads: list[bytes], concurrencies: Seq
 def write_config(model_dir: Path, settings: dict[str, Any]) -> Path:
     """Merge `settings` into the model's config.json (other keys, e.g. the version policy, are kept); validated
     before anything is written, and written atomically."""
-    existing = load_model_config(model_dir).model_dump(exclude_unset=True)
-    merged = ModelConfig.model_validate({**existing, **settings})
-    path = model_dir / MODEL_CONFIG_FILENAME
-    staged = path.with_suffix(".json.tmp")
-    staged.write_text(json.dumps(merged.model_dump(mode="json", exclude_unset=True, exclude_none=True), indent=2)
-                      + "\n", encoding="utf-8")
-    staged.replace(path)
-    return path
+    update_model_config(model_dir, settings)
+    return model_dir / MODEL_CONFIG_FILENAME
 
 
 def stand_in_images(bundle: Bundle, count: int = 32, seed: int = 0) -> list[bytes]:

@@ -122,7 +122,7 @@ async def predict(request: Request) -> Response:
     state = app_state(request)
     settings = state.settings
     uploads, parameters = await _read_form(request, settings)
-    async with state.repository.lease(parameters.model, parameters.version) as served:
+    async with state.repository.lease(parameters.model, parameters.version, request.scope) as served:
         if parameters.attention and not served.has_attention:
             raise InvalidParameterError(f"model {served.name!r} has no attention output; send attention=false")
         options = PostprocessOptions(top_k=parameters.top_k, threshold=parameters.threshold,

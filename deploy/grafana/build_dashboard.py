@@ -32,6 +32,11 @@ def _panel(title: str, targets: list[tuple[str, str]], x: int, y: int, unit: str
     }
 
 
+def _row(title: str, y: int) -> dict[str, Any]:
+    return {"type": "row", "title": title, "collapsed": False, "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+            "panels": []}
+
+
 def _quantiles(metric: str, by: str, selector: str = SEL) -> list[tuple[str, str]]:
     return [(f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
              f"p{round(q * 100)} {{{{{by}}}}}") for q in (0.5, 0.9, 0.99)]
@@ -88,6 +93,35 @@ def panels() -> list[dict[str, Any]]:
         _panel("File descriptors", [("max by (kind) (labelserve_file_descriptors)", "{{kind}}")], 0, 56,
                description="Descriptors the server holds, against the open-file limit; past it, the kernel resets "
                            "new connections before the server sees them."),
+        _row("Labels: each label's answers against the model's own baseline, and what a shadow version changes", 64),
+        _panel("Most drifted labels (PSI against the baseline)",
+               [(f"topk(10, max by (model, version, label) (labelserve_label_drift{{{SEL}}}))",
+                 "{{model}} v{{version}} {{label}}"),
+                (f"max by (model, version) (labelserve_label_drift_threshold{{{SEL}}})", "flag at")], 0, 65,
+               description="Population stability index of each label's answers in the monitor's window against the "
+                           "validation split's (the bundle's baseline); past the threshold a label is flagged "
+                           "(LabelserveLabelDrift). Absent until the window holds LABELSERVE_DRIFT_MIN_IMAGES "
+                           "answers."),
+        _panel("Served against baseline positive rate, most drifted labels",
+               [("max by (model, version, label) (labelserve_label_positive_rate{" + SEL + "}) and on (model, version,"
+                 " label) topk(5, max by (model, version, label) (labelserve_label_drift{" + SEL + "}))",
+                 "served {{label}}"),
+                ("max by (model, version, label) (labelserve_label_baseline_positive_rate{" + SEL + "}) and on "
+                 "(model, version, label) topk(5, max by (model, version, label) (labelserve_label_drift{" + SEL +
+                 "}))", "baseline {{label}}")], 12, 65, "percentunit",
+               description="How often each of the five most drifted labels is given now, against how often it was "
+                           "given on the validation split."),
+        _panel("Labels flagged, labels per image",
+               [(f"max by (model, version) (labelserve_labels_flagged{{{SEL}}})", "flagged {{model}} v{{version}}"),
+                (f"max by (model, version, source) (labelserve_labels_per_image{{{SEL}}})",
+                 "labels per image, {{source}} {{model}} v{{version}}")], 0, 73),
+        _panel("Shadow: labels the candidate decides differently (flip rate)",
+               [(f"topk(10, max by (model, version, candidate, label) (labelserve_shadow_flip_rate{{{SEL}}}))",
+                 "v{{version}} -> v{{candidate}} {{label}}"),
+                (f"max by (model, version, candidate) (labelserve_shadow_compared{{{SEL}}})",
+                 "compared v{{version}} -> v{{candidate}}")], 12, 73, "percentunit",
+               description="Share of the images answered by both versions on which the shadow candidate decides a "
+                           "label differently, at each version's thresholds (config.json `shadow`)."),
         _panel("GPU memory", [("labelserve_gpu_memory_used_bytes", "used gpu{{gpu}}"),
                               ("labelserve_gpu_memory_total_bytes", "total gpu{{gpu}}")], 0, 40, "bytes",
                description="Only where NVML is available (the gpu image)."),

@@ -18,6 +18,7 @@ from deploy_tools import query
 from prometheus_client.parser import text_string_to_metric_families
 
 from labelserve.local_server import start_server
+from tests.bundle_testing import copy_version, write_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -36,7 +37,7 @@ def _generator() -> ModuleType:
 
 def _expressions() -> list[str]:
     dashboard = json.loads((GRAFANA / "dashboards" / "labelserve.json").read_text(encoding="utf-8"))
-    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
 
 
 def test_committed_json_is_what_the_generator_writes() -> None:
@@ -48,17 +49,23 @@ def test_panels_cover_what_operators_watch_and_use_the_provisioned_datasource() 
     dashboard = _generator().dashboard()
     titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for topic in ("throughput", "latency", "queue wait", "batch size", "rejections", "inference time", "queue depth",
-                  "model versions", "gpu memory", "gpu utilisation"):
+                  "model versions", "gpu memory", "gpu utilisation", "connections", "file descriptors",
+                  "drifted labels", "baseline positive rate", "shadow"):
         assert topic in titles, topic
     provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     uid = provisioned["datasources"][0]["uid"]
-    assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {uid}
+    queried = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+    assert {panel["datasource"]["uid"] for panel in queried} == {uid}
 
 
 def test_every_metric_exists_in_a_real_scrape_and_every_query_parses(
     model_repository: Path, tmp_path: Path, val_jpegs: Images, prometheus_for: Callable[[str], str],
 ) -> None:
-    server = start_server(model_repository, tmp_path, repository_poll_s="0")
+    root = tmp_path / "repository"  # two versions, the second a shadow: every panel's series exist
+    for version in (1, 2):
+        copy_version(model_repository / "tiny" / "1", root, version)
+    write_model_config(root, {"version_policy": {"latest": 2}, "default_version": 1, "shadow": {"version": 2}})
+    server = start_server(root, tmp_path, repository_poll_s="0", drift_min_images="1", monitor_refresh_s="0.2")
     try:
         name, data = val_jpegs[0]
         ok = httpx.post(f"{server.url}/predict", files=[("files", (name, data, "image/jpeg"))], timeout=30)
@@ -68,6 +75,7 @@ def test_every_metric_exists_in_a_real_scrape_and_every_query_parses(
                              "data": [base64.b64encode(data).decode()]}]}
         httpx.post(f"{server.url}/v2/models/tiny/infer", json=infer, timeout=30).raise_for_status()
         httpx.get(f"{server.url}/v2/models/tiny", timeout=30).raise_for_status()
+        time.sleep(1.0)  # a refresh of the per-label gauges
         samples = [sample for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
                    for sample in family.samples]
         scraped = {sample.name for sample in samples}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import httpx
@@ -16,9 +15,10 @@ import tritonclient.http as triton
 from PIL import Image, ImageOps
 from tritonclient.utils import InferenceServerException
 
-from labelserve.bundle import MANIFEST_FILENAME, Bundle
+from labelserve.bundle import Bundle
 from labelserve.local_server import ServerProcess, start_server
 from labelserve.preprocess import preprocess
+from tests.bundle_testing import copy_version
 
 pytestmark = pytest.mark.e2e
 
@@ -194,20 +194,12 @@ def test_a_version_that_is_not_a_number_is_400_and_an_absent_one_404(server: Ser
     assert absent.status_code == 404 and "no served version 7" in absent.json()["error"]
 
 
-def _copy_version(source: Path, root: Path, version: int) -> Path:
-    target = root / "tiny" / str(version)
-    shutil.copytree(source, target)
-    manifest = json.loads((target / MANIFEST_FILENAME).read_text(encoding="utf-8"))
-    (target / MANIFEST_FILENAME).write_text(json.dumps({**manifest, "version": version}), encoding="utf-8")
-    return target
-
-
 def test_repository_index_lists_every_version_with_its_state(model_repository: Path, tmp_path: Path) -> None:
     """Triton's repository extension, read-only: a served version is READY, a broken one UNAVAILABLE with the reason
     it was refused; tritonclient reads it."""
     root = tmp_path / "repository"
-    _copy_version(model_repository / "tiny" / "1", root, 1)
-    broken = _copy_version(model_repository / "tiny" / "1", root, 2)
+    copy_version(model_repository / "tiny" / "1", root, 1)
+    broken = copy_version(model_repository / "tiny" / "1", root, 2)
     (broken / "model.onnx").write_bytes(b"not a network")
     with start_server(root, tmp_path, api_key="s3cret", repository_poll_s="0") as server:
         client = triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)

@@ -1,6 +1,9 @@
 // labelserve's page: pick or drop images, see each one's labels as bars, the predicted set under a threshold that
 // re-decides without a new request, and any label's attention map over the image. It talks only to this server's
-// own API (/models, /predict), sending the API key, when one is typed, as X-API-Key.
+// own API (/models, /predict, and the statistics extension for the health view), sending the API key, when one is
+// typed, as X-API-Key.
+
+import { refreshHealthSoon, showHealth, wireHealth } from "./health.js";
 
 const MAX_LABELS_WITH_EVERY_MAP = 64; // up to this many labels, the page asks for every label's attention map
 const ROWS_BEFORE_MORE = 20; // label rows shown before "show all"
@@ -106,6 +109,7 @@ function selectModel(index) {
     `${model.attention ? "attention maps" : "no attention output"} · ${model.engine}, batches of up to ` +
     `${model.max_batch_size}`));
   $("opacity-control").hidden = !model.attention;
+  showHealth(model, authHeaders);
 }
 
 function thresholdOf(label) {
@@ -148,6 +152,7 @@ async function predict(files) {
     const latencyMs = performance.now() - started;
     await showResults(answer, files, model);
     showStatus(answer, latencyMs, model);
+    refreshHealthSoon();
   } catch (error) {
     $("status").textContent = "";
     showError(error);
@@ -438,4 +443,5 @@ function wireControls() {
 }
 
 wireControls();
+wireHealth();
 loadModels();

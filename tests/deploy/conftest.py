@@ -35,14 +35,17 @@ def cpu_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
 
 
 @pytest.fixture
-def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """Start a real Prometheus scraping one target every second; yields a function target -> query URL base."""
+def prometheus_for(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start a real Prometheus scraping one target every second (and evaluating `rules`, a rule file, as often);
+    yields a function (target, rules=None) -> query URL base."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(target: str) -> str:
+    def start(target: str, rules: Path | None = None) -> str:
         port = free_port()
         config = tmp_path / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: labelserve\n"
+        rule_files = f"rule_files:\n  - {rules}\n" if rules is not None else ""
+        config.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n" + rule_files +
+                          "scrape_configs:\n  - job_name: labelserve\n"
                           f"    static_configs:\n      - targets: ['{target}']\n", encoding="utf-8")
         log = (tmp_path / "prometheus.log").open("wb")
         processes.append(subprocess.Popen(

@@ -17,8 +17,8 @@ import yaml
 from deploy_tools import query
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.repositories import copy_version, write_model_config
 from labelserve.local_server import start_server
-from tests.bundle_testing import copy_version, write_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -1,13 +1,29 @@
-"""End-to-end fixtures: the tiny model served by a real uvicorn process."""
+"""End-to-end fixtures: the tiny model served by a real uvicorn process; the demo model built by its own recipe."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demo_build import DemoBuild
 
 from labelserve.local_server import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoBuild:
+    """The demo recipe from nothing (synthetic data -> training -> export), once per session: the demo test checks
+    what it serves; the label-monitoring tests need a model that has learnt what each label looks like."""
+    from export.demo import build_demo_model
+
+    root = tmp_path_factory.mktemp("demo")
+    started = time.monotonic()
+    bundle = build_demo_model(root / "models", root / "work", show_progress=False)
+    return DemoBuild(repository=root / "models", workdir=root / "work",
+                     data_dir=next((root / "work").glob("data-*")), bundle=bundle,
+                     build_minutes=(time.monotonic() - started) / 60)
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,14 @@ the HTTP answers, not taken from the training log)."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from demo_build import DemoBuild
 
-from export.demo import DemoData, build_demo_model
+from export.demo import DemoData
 from labelserve.local_server import start_server
 from training.data.coco import read_coco
 from training.metrics import mean_average_precision
@@ -25,17 +25,15 @@ REQUIRED_MAP = 0.90
 FILES_PER_REQUEST = 32
 
 
-def test_demo_recipe_builds_a_model_the_server_answers_correctly_with(tmp_path: Path) -> None:
-    started = time.monotonic()
-    bundle = build_demo_model(tmp_path / "models", tmp_path / "work", show_progress=False)
-    build_minutes = (time.monotonic() - started) / 60
+def test_demo_recipe_builds_a_model_the_server_answers_correctly_with(demo: DemoBuild, tmp_path: Path) -> None:
+    bundle, build_minutes = demo.bundle, demo.build_minutes
     assert build_minutes < 10, f"the demo recipe took {build_minutes:.1f} min; make serve promises at most 10"
     assert bundle.manifest.metrics["mAP"] >= REQUIRED_MAP
 
     data = DemoData()
-    val = read_coco(next((tmp_path / "work").glob("data-*")) / "annotations" / "instances_val.json")
+    val = read_coco(demo.data_dir / "annotations" / "instances_val.json")
     assert len(val.samples) == data.num_val
-    server = start_server(tmp_path / "models", tmp_path, max_batch_size="32")
+    server = start_server(demo.repository, tmp_path, max_batch_size="32")
     try:
         scores = np.zeros((len(val.samples), len(val.labels)))
         predicted = np.zeros_like(scores)

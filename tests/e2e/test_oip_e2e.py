@@ -15,10 +15,10 @@ import tritonclient.http as triton
 from PIL import Image, ImageOps
 from tritonclient.utils import InferenceServerException
 
+from bench.repositories import copy_version
 from labelserve.bundle import Bundle
 from labelserve.local_server import ServerProcess, start_server
 from labelserve.preprocess import preprocess
-from tests.bundle_testing import copy_version
 
 pytestmark = pytest.mark.e2e
 

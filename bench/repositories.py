@@ -1,4 +1,4 @@
-"""Model repositories that tests assemble from the tiny model's bundle: more versions of it, a config.json."""
+"""Model repositories assembled from an existing bundle, for benchmarks and tests: more versions, a config.json."""
 
 from __future__ import annotations
 

@@ -135,3 +135,33 @@ def _hostile(documents: list[dict[str, Any]]) -> str:
                   f"{document['machine']['cpu_count']} CPU cores, "
                   f"{document['created_at'][:16]} UTC."]
     return "\n".join(lines)
+
+
+@register_table("monitoring", "bench/results/monitoring.json")
+def _monitoring(documents: list[dict[str, Any]]) -> str:
+    document = documents[0]
+    lines = ["| shift (after 1,000 ordinary scenes) | label | window | images until flagged | other labels' largest "
+             "drift | other labels flagged | flagged on the ordinary scenes |", "|---|---|---:|---:|---:|---|---|"]
+    for run in document["delay"]:
+        lines.append(f"| {run['shift']} | `{run['label']}` | {run['window']:,} | {run['images_until_flagged']} | "
+                     f"{run['other_labels_max_drift']:.3f} | {', '.join(run['other_labels_flagged']) or 'none'} | "
+                     f"{', '.join(run['flagged_on_normal']) or 'none'} (largest drift "
+                     f"{run['normal_max_drift']:.3f}) |")
+    lines += ["", "| model | monitoring on, img/s | off, img/s | on / off |", "|---|---:|---:|---:|"]
+    for row in document["cost"]:
+        lines.append(f"| {row['model']} | {_number(row['on_images_per_s'])} | {_number(row['off_images_per_s'])} | "
+                     f"{row['ratio']:.3f} |")
+    large = document["large_model"]
+    shadow = document["shadow"]["summary"]
+    lines += ["", f"A {large['labels']:,}-label model: {large['observe_ms_per_batch']:.2f} ms of the engine thread per "
+                  f"batch of {large['batch']} to count it, a report in {large['report_ms']:.1f} ms, "
+                  f"{large['window_bytes'] / 2**20:.1f} MiB of window; its gauges export {large['labels_exported']} "
+                  f"labels ({large['per_label_series']} per-label series).", "",
+              "| demo, 8 clients | img/s | p50 ms | p99 ms | copies made | dropped |", "|---|---:|---:|---:|---:|---:|"]
+    for mode, title in (("off", "no shadow"), ("on", "a second version shadowing 100 %")):
+        row = shadow[mode]
+        lines.append(f"| {title} | {_number(row['images_per_s'])} | {_number(row['p50_ms'])} | "
+                     f"{_number(row['p99_ms'])} | {row['mirrored']:,} | {row['dropped']:,} |")
+    lines += ["", f"Closed-loop clients on the same 2 cores; medians of {document['rounds']} alternated rounds of "
+                  f"{document['seconds']:g} s; {document['created_at'][:16]} UTC."]
+    return "\n".join(lines)

@@ -121,6 +121,11 @@ class DynamicBatcher:
         """Images waiting for a batch right now."""
         return self._queue.qsize()
 
+    @property
+    def pending(self) -> int:
+        """Images waiting for a batch or in the batch the engine is running."""
+        return self._queue.qsize() + len(self._in_flight)
+
     def start(self) -> None:
         """Start the collector task on the running event loop."""
         if self._task is not None:

@@ -3,9 +3,10 @@ only, and the two answers are compared label by label.
 
 Before a new version takes traffic its owner wants to know what it would change, per label: how often it decides
 differently from the version serving now (the flip rate, at each version's own thresholds) and by how much its
-probabilities move. The copy is never awaited by the request, so the primary answer is never delayed by it; it is
-only made when the candidate has room in its next batch and the primary is not backlogged, and is dropped and
-counted otherwise, so a busy server spends nothing on it.
+probabilities move. The copy is never awaited by the request, so the primary answer never waits for it; and it is
+only made when there is spare capacity, that is when the primary has nothing to do but this image and the candidate
+is idle, and is dropped and counted otherwise: a busy server spends nothing on it, and at most one shadow batch
+runs beside the primary's.
 """
 
 from __future__ import annotations
@@ -75,9 +76,8 @@ class Shadow:
         """Maybe send a copy of `array` to the candidate; compare once both answers are in. Never raises."""
         if self._rng.random() >= self.share:
             return
-        if (self._candidate.queue_depth >= self._candidate.max_batch_size
-                or primary_batcher.queue_depth >= primary_batcher.max_batch_size):
-            self.dropped_total += 1  # no spare capacity: the candidate is behind, or the primary is backlogged
+        if self._candidate.pending or primary_batcher.pending > 1:
+            self.dropped_total += 1  # no spare capacity: the candidate is busy, or the primary has more than this
             return
         try:
             copy = self._candidate.submit(array)

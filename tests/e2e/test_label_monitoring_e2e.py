@@ -173,10 +173,9 @@ def test_a_shadows_flip_rates_equal_an_offline_comparison_of_the_two_versions(tw
                                       "shadow": {"version": 2, "share": 1.0}}, name="demo")
     images = _val_images(demo)[:200]
     with start_server(two_versions, tmp_path, **SETTINGS) as server:
-        for start in range(0, len(images), 8):  # a few images at a time: the candidate always has room
-            answer = _predict(server, images[start:start + 8])
-            assert answer["version"] == 1  # the shadow never answers
-        _wait_for(lambda: _label_stats(server)["shadow"]["compared"] == len(images))
+        for sent, image in enumerate(images, start=1):  # one at a time, each copy done before the next: every image
+            assert _predict(server, [image])["version"] == 1  # has spare capacity; the shadow never answers
+            _wait_for(lambda count=sent: _label_stats(server)["shadow"]["compared"] == count)
         shadow = _label_stats(server)["shadow"]
         assert (shadow["candidate_version"], shadow["dropped_total"]) == (2, 0)
         served = {entry["name"]: entry["flip_rate"] for entry in shadow["labels"]}

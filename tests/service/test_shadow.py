@@ -77,8 +77,10 @@ def test_mirrored_images_are_compared_with_what_the_primary_answered() -> None:
             image[0, 0, :3] = row
             answer = primary.submit(image)
             shadow.mirror(image, answer, primary)
-            await answer  # one at a time: the candidate always has room
-        await asyncio.sleep(0.05)  # the last copy finishes after its primary answer
+            await answer
+            while candidate.pending:  # one at a time, the candidate idle again: spare capacity for every copy
+                await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)  # the last comparison runs once both futures' callbacks have
         report = shadow.report()
         expected_c = float(np.mean((values[:, 2] >= 0) != (values[:, 2] - 2 >= 0)))
         flips = {entry["name"]: entry["flip_rate"] for entry in report.labels}
@@ -104,9 +106,12 @@ def test_without_spare_capacity_the_copy_is_dropped_and_the_primary_never_waits(
             shadow.mirror(image, answer, primary)
             assert (await asyncio.wait_for(answer, 2.0))["logits"].shape == (3,)  # answered while the copy hangs
         report = shadow.report()
-        assert report.dropped_total > 0 and report.mirrored_total + report.dropped_total == 12
-        assert report.mirrored_total <= 4 + 4  # one batch in the engine, at most one more in its queue
+        assert (report.mirrored_total, report.dropped_total) == (1, 11)  # the candidate is busy after the first
+        busy = [primary.submit(image) for _ in range(3)]  # the primary has more than the image being copied
         stuck.gate.set()
+        shadow.mirror(image, busy[-1], primary)
+        assert shadow.report().dropped_total == 12
+        await asyncio.gather(*busy)
         await primary.stop(1)
         await candidate.stop(1)
 
@@ -125,7 +130,9 @@ def test_only_the_configured_share_is_copied() -> None:
             answer = primary.submit(image)
             shadow.mirror(image, answer, primary)
             await answer
-        assert 60 <= shadow.report().mirrored_total <= 140
+            while candidate.pending:
+                await asyncio.sleep(0.001)
+        assert 60 <= shadow.report().mirrored_total <= 140 and shadow.report().dropped_total == 0
         await primary.stop(1)
         await candidate.stop(1)
 

@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-images test-gpu-image screenshot lint demo bench-engine bench-load bench-service clean
+.PHONY: serve test test-images test-gpu-image screenshot lint demo bench-engine bench-load bench-service gpu-prep clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,13 @@ bench-load: $(STAMP)
 
 bench-service: demo
 	$(BIN)/python -m bench.service_vs_engine --repository $(REPOSITORY) --models demo --batch 16 --concurrency 1 8 32
+
+# What a session lent a GPU carries, built and checked here (bench/gpu_prep.py): the wheels the device image lacks for
+# its Python (PyPI), the demo bundle with its torch program (training the demo model first if .cache/demo has none),
+# the size against the device's limit; prints the one device call (bench/gpu_session.sh). A test rehearses both.
+GPU_PREP_ARGS ?=
+gpu-prep: $(STAMP)
+	$(BIN)/python -m bench.gpu_prep $(GPU_PREP_ARGS)
 
 clean:
 	rm -rf $(VENV) $(HELM_VENV) .cache .pytest_cache .ruff_cache

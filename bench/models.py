@@ -33,9 +33,10 @@ ENGINE_BOUND_SIZE = 224
 DEFAULT_REPOSITORY = Path(".cache/bench-models")
 
 
-def build_engine_bound_model(repository: Path, seed: int = 0) -> Bundle:
+def build_engine_bound_model(repository: Path, seed: int = 0, torch_program: bool = False) -> Bundle:
     """Query2Label on resnet18 (stride-32 features, 7x7 at 224 px; hidden 256 with an input projection, one encoder
-    and two decoder layers), random weights, exported into `<repository>/resnet18-q2l/<version>/` unless present."""
+    and two decoder layers), random weights, exported into `<repository>/resnet18-q2l/<version>/` unless present;
+    `torch_program` ships the torch.export program too (the torch engine, e.g. on a GPU)."""
     versions = list_versions(repository / ENGINE_BOUND_MODEL)
     if versions:
         return load_bundle(repository / ENGINE_BOUND_MODEL / str(versions[-1]))
@@ -66,7 +67,8 @@ def build_engine_bound_model(repository: Path, seed: int = 0) -> Bundle:
         # exported graph was measured 1.04e-4 off PyTorch there (logits 1e-6). The figure is speed, so the parity
         # check runs at 1e-3 of each output's scale rather than export's default 1e-4.
         bundle, report = export_bundle(checkpoint_path, repository, ENGINE_BOUND_MODEL, max_batch=32,
-                                       parity_images=[photos], tolerance=1e-3)
+                                       parity_images=[photos], tolerance=1e-3,
+                                       torch_program=torch_program)
     logger.info("exported %s (parity max abs diff %s)", bundle.path, report.max_abs_diff)
     return bundle
 

@@ -20,7 +20,9 @@ Prints a table and the issue's targets per model; writes JSON (bench/results/ser
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +252,9 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, help="write serving-<model>.json here (default: timestamped files "
                                                      "in bench/results)")
     args = parser.parse_args()
+    # a SIGTERM (e.g. from `timeout` in bench/gpu_session.sh) unwinds the with-blocks, so the servers started here,
+    # which run in their own sessions, are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     for model in args.models:
         ensure_model(args.repository, model)

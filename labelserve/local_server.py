@@ -159,17 +159,20 @@ def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120
                                    start_new_session=True)
     share_priority(process.pid)
     deadline = time.monotonic() + startup_timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            _kill_group(process)
-            raise AssertionError(f"server exited with {process.returncode} during startup:\n"
-                                 f"{log_path.read_text(errors='replace')}")
-        url = _listening_url(log_path)
-        if url is not None and _answers(f"{url}{ready_path}") and (workers := _ready_workers(log_path)) is not None:
-            return ServerProcess(process=process, url=url, log_path=log_path, workers=workers)
-        time.sleep(0.2)
-    _kill_group(process)
-    raise AssertionError(f"server was not ready within {startup_timeout_s} s:\n{log_path.read_text(errors='replace')}")
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited with {process.returncode} during startup:\n"
+                                     f"{log_path.read_text(errors='replace')}")
+            url = _listening_url(log_path)
+            if url is not None and _answers(f"{url}{ready_path}") and (workers := _ready_workers(log_path)) is not None:
+                return ServerProcess(process=process, url=url, log_path=log_path, workers=workers)
+            time.sleep(0.2)
+        raise AssertionError(f"server was not ready within {startup_timeout_s} s:\n"
+                             f"{log_path.read_text(errors='replace')}")
+    except BaseException:  # a failed start, or the caller interrupted (a SIGTERM made SystemExit, Ctrl-C): the server
+        _kill_group(process)  # runs in a session of its own, so nothing else would stop it
+        raise
 
 
 def _ready_workers(log_path: Path) -> int | None:

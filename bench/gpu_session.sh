@@ -116,7 +116,8 @@ for model in $models; do
     step "nvjpeg-$model" 75 "serving $model torch labelserve"
 done
 step workers 120 workers
-hook label-monitoring monitoring_cost "label monitoring's cost per image"
+step label-monitoring 90 --attach "$work/label-monitoring.json" "$py -m bench.monitoring --repository $repo \
+    --models $models --engine torch --parts cost --rounds 1 --seconds $seconds --out $work/label-monitoring.json"
 hook grpc grpc_vs_http "OIP over gRPC against HTTP"
 
 echo

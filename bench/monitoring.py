@@ -134,10 +134,11 @@ def _throughput(repository: Path, model: str, payloads: list[bytes], seconds: fl
     return result
 
 
-def measure_cost(bench_repository: Path, seconds: float, rounds: int) -> list[dict[str, Any]]:
+def measure_cost(bench_repository: Path, seconds: float, rounds: int, models: list[str],
+                 engine: str = "onnxruntime") -> list[dict[str, Any]]:
     """Throughput at 32 clients, monitoring on and off, alternated, per bench model."""
     rows = []
-    for model in ("demo", ENGINE_BOUND_MODEL):
+    for model in models:
         payloads = photo_payloads(32) if model == ENGINE_BOUND_MODEL else jpeg_payloads(32, 256)
         with tempfile.TemporaryDirectory() as tmp:
             repository = Path(tmp)
@@ -145,9 +146,10 @@ def measure_cost(bench_repository: Path, seconds: float, rounds: int) -> list[di
             on, off = [], []
             for round_index in range(rounds):
                 for monitor in (("true", "false") if round_index % 2 == 0 else ("false", "true")):
-                    result = _throughput(repository, model, payloads, seconds, monitor_labels=monitor)
+                    result = _throughput(repository, model, payloads, seconds, monitor_labels=monitor,
+                                         engine=engine)
                     (on if monitor == "true" else off).append(result["images_per_s"])
-        rows.append({"model": model, "on_images_per_s": statistics.median(on),
+        rows.append({"model": model, "engine": engine, "on_images_per_s": statistics.median(on),
                      "off_images_per_s": statistics.median(off), "on": on, "off": off,
                      "ratio": statistics.median(on) / statistics.median(off)})
     return rows
@@ -233,11 +235,15 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=["delay", "cost", "shadow"], default=["delay", "cost", "shadow"])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per throughput figure")
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (medians)")
+    parser.add_argument("--models", nargs="+", default=["demo", ENGINE_BOUND_MODEL],
+                        help="bench models of the cost part (the other parts use the demo)")
+    parser.add_argument("--engine", choices=["onnxruntime", "tensorrt", "torch"], default="onnxruntime",
+                        help="the servers' engine in the cost part (torch: on a GPU session)")
     parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/monitoring-<time>.json)")
     args = parser.parse_args()
 
     result: dict[str, Any] = {"seconds": args.seconds, "rounds": args.rounds}
-    for model in ("demo", ENGINE_BOUND_MODEL):
+    for model in {"demo", *args.models}:
         ensure_model(args.repository, model)
     if "delay" in args.parts:
         result["delay"] = measure_delay(args.repository)
@@ -245,7 +251,7 @@ def main() -> None:
                                              "images_until_flagged", "other_labels_max_drift",
                                              "other_labels_flagged"]), flush=True)
     if "cost" in args.parts:
-        result["cost"] = measure_cost(args.repository, args.seconds, args.rounds)
+        result["cost"] = measure_cost(args.repository, args.seconds, args.rounds, args.models, args.engine)
         result["large_model"] = measure_large_model()
         print(format_table(result["cost"], ["model", "on_images_per_s", "off_images_per_s", "ratio"]), flush=True)
         print(result["large_model"], flush=True)

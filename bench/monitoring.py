@@ -143,15 +143,19 @@ def measure_cost(bench_repository: Path, seconds: float, rounds: int, models: li
         with tempfile.TemporaryDirectory() as tmp:
             repository = Path(tmp)
             (repository / model).symlink_to((bench_repository / model).resolve(), target_is_directory=True)
-            on, off = [], []
+            runs: dict[str, list[dict[str, Any]]] = {"true": [], "false": []}
             for round_index in range(rounds):
                 for monitor in (("true", "false") if round_index % 2 == 0 else ("false", "true")):
-                    result = _throughput(repository, model, payloads, seconds, monitor_labels=monitor,
-                                         engine=engine)
-                    (on if monitor == "true" else off).append(result["images_per_s"])
+                    runs[monitor].append(_throughput(repository, model, payloads, seconds, monitor_labels=monitor,
+                                                     engine=engine))
+        on = [r["images_per_s"] for r in runs["true"]]
+        off = [r["images_per_s"] for r in runs["false"]]
+        cpu_on = statistics.median(r["server_cpu_s_per_image"] for r in runs["true"]) * 1000
+        cpu_off = statistics.median(r["server_cpu_s_per_image"] for r in runs["false"]) * 1000
         rows.append({"model": model, "engine": engine, "on_images_per_s": statistics.median(on),
                      "off_images_per_s": statistics.median(off), "on": on, "off": off,
-                     "ratio": statistics.median(on) / statistics.median(off)})
+                     "ratio": statistics.median(on) / statistics.median(off),
+                     "cpu_ms_per_image_on": cpu_on, "cpu_ms_per_image_off": cpu_off})
     return rows
 
 
@@ -253,7 +257,8 @@ def main() -> None:
     if "cost" in args.parts:
         result["cost"] = measure_cost(args.repository, args.seconds, args.rounds, args.models, args.engine)
         result["large_model"] = measure_large_model()
-        print(format_table(result["cost"], ["model", "on_images_per_s", "off_images_per_s", "ratio"]), flush=True)
+        print(format_table(result["cost"], ["model", "on_images_per_s", "off_images_per_s", "ratio",
+                                            "cpu_ms_per_image_on", "cpu_ms_per_image_off"]), flush=True)
         print(result["large_model"], flush=True)
     if "shadow" in args.parts:
         result["shadow"] = measure_shadow(args.repository, args.seconds, args.rounds)

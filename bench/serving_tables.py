@@ -147,10 +147,11 @@ def _monitoring(documents: list[dict[str, Any]]) -> str:
                      f"{run['other_labels_max_drift']:.3f} | {', '.join(run['other_labels_flagged']) or 'none'} | "
                      f"{', '.join(run['flagged_on_normal']) or 'none'} (largest drift "
                      f"{run['normal_max_drift']:.3f}) |")
-    lines += ["", "| model | monitoring on, img/s | off, img/s | on / off |", "|---|---:|---:|---:|"]
+    lines += ["", "| model, 32 clients | monitoring on, img/s | off, img/s | on / off | server CPU ms/img on | off |",
+              "|---|---:|---:|---:|---:|---:|"]
     for row in document["cost"]:
         lines.append(f"| {row['model']} | {_number(row['on_images_per_s'])} | {_number(row['off_images_per_s'])} | "
-                     f"{row['ratio']:.3f} |")
+                     f"{row['ratio']:.3f} | {row['cpu_ms_per_image_on']:.2f} | {row['cpu_ms_per_image_off']:.2f} |")
     large = document["large_model"]
     shadow = document["shadow"]["summary"]
     lines += ["", f"A {large['labels']:,}-label model: {large['observe_ms_per_batch']:.2f} ms of the engine thread per "

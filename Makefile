@@ -26,9 +26,10 @@ $(STAMP): pyproject.toml constraints.txt
 # driver for the page at / (Selenium comes with the dev extra, hadolint too); buildah, podman (run with runc),
 # podman-compose and debootstrap build and run the images (CNI's dnsname plugin lets compose services find each other
 # by name; iproute2 gives the compose test its own network namespace); binutils' readelf reads which libraries the gpu
-# image's wheels link. Re-checked when this file changes.
+# image's wheels link; postgresql is the feedback store's real server, which the tests start as an unprivileged user.
+# Re-checked when this file changes.
 DEBIAN_TOOLS := prometheus chromium chromium-driver buildah podman runc podman-compose debootstrap \
-	golang-github-containernetworking-plugin-dnsname iproute2 binutils
+	golang-github-containernetworking-plugin-dnsname iproute2 binutils postgresql
 $(TOOLS_STAMP): $(STAMP) Makefile
 	dpkg -s $(DEBIAN_TOOLS) >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_TOOLS) \
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_TOOLS); }

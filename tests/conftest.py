@@ -7,7 +7,7 @@ whole suite pays for them once.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +126,13 @@ def val_jpegs(tiny_dataset: Path) -> list[tuple[str, bytes]]:
 def photo_jpegs(photo_dir: Path) -> list[tuple[str, bytes]]:
     """(file name, bytes) of the real photos (640x427)."""
     return [(f.name, f.read_bytes()) for f in sorted(photo_dir.glob("*.jpg"))]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server (Debian's package), started for the session as an unprivileged user."""
+    from tests.postgres_server import start_postgres
+
+    server = start_postgres()
+    yield server.url
+    server.stop()

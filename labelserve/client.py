@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 from PIL import Image
 
-from labelserve.schemas import ModelList, PredictResponse
+from labelserve.schemas import FeedbackResponse, ModelList, PredictResponse
 
 __all__ = ["API_KEY_HEADER", "ApiError", "AsyncClient", "Client", "ImageInput"]
 
@@ -88,6 +88,13 @@ def _files(uploads: list[_Upload]) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (upload.filename, upload.data, "application/octet-stream")) for upload in uploads]
 
 
+def _feedback(answer_id: str, labels: Sequence[str] | None, confirm: Sequence[str],
+              reject: Sequence[str]) -> dict[str, object]:
+    if labels is not None:
+        return {"id": answer_id, "labels": list(labels)}
+    return {"id": answer_id, "confirm": list(confirm), "reject": list(reject)}
+
+
 def _retry_after_s(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
@@ -106,7 +113,8 @@ def _error(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, code, message, _retry_after_s(response))
 
 
-def _parsed(response: httpx.Response, model: type[PredictResponse] | type[ModelList]) -> Any:
+def _parsed(response: httpx.Response,
+            model: type[PredictResponse] | type[ModelList] | type[FeedbackResponse]) -> Any:
     if response.is_error:
         raise _error(response)
     return model.model_validate_json(response.content)
@@ -191,6 +199,19 @@ class Client:
         """The served models (GET /models)."""
         return _parsed(self._http.get("/models", timeout=self._settings.timeout_s), ModelList)
 
+    def feedback(self, model: str, answer_id: str, *, labels: Sequence[str] | None = None,
+                 confirm: Sequence[str] = (), reject: Sequence[str] = ()) -> FeedbackResponse:
+        """Say what was really in an answered image: every present label (`labels`, the rest are absent), or some
+        labels confirmed present and some rejected; the answer's `id` is in its `predict` result.
+
+        Raises:
+            ApiError: 404 for an id the server does not keep, 400 for an unknown label, ...
+            httpx.TransportError: the server could not be reached.
+        """
+        response = self._http.post(f"/v2/models/{model}/feedback",
+                                   json=_feedback(answer_id, labels, confirm, reject), timeout=self._settings.timeout_s)
+        return _parsed(response, FeedbackResponse)
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
@@ -234,6 +255,14 @@ class AsyncClient:
     async def models(self) -> ModelList:
         """The served models (GET /models)."""
         return _parsed(await self._http.get("/models", timeout=self._settings.timeout_s), ModelList)
+
+    async def feedback(self, model: str, answer_id: str, *, labels: Sequence[str] | None = None,
+                       confirm: Sequence[str] = (), reject: Sequence[str] = ()) -> FeedbackResponse:
+        """Say what was really in an answered image; as `Client.feedback`."""
+        response = await self._http.post(f"/v2/models/{model}/feedback",
+                                         json=_feedback(answer_id, labels, confirm, reject),
+                                         timeout=self._settings.timeout_s)
+        return _parsed(response, FeedbackResponse)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -30,6 +30,8 @@ def format_table(answer: PredictResponse) -> str:
     blocks = []
     for result in answer.results:
         heading = f"{result.filename}  {result.width}x{result.height}  {answer.model} v{answer.version}"
+        if result.id:
+            heading += f"  id {result.id}"
         blocks.append("\n".join([heading, *_table(result)]))
     return "\n\n".join(blocks) + "\n"
 

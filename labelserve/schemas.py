@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ErrorBody", "ImageResult", "InputInfo", "LabelScore", "ModelInfo", "ModelList", "PredictResponse",
-           "ReadyStatus"]
+__all__ = ["ErrorBody", "FeedbackResponse", "ImageResult", "InputInfo", "LabelScore", "ModelInfo", "ModelList",
+           "PredictResponse", "ReadyStatus"]
 
 _RESULT_EXAMPLE = {
-    "filename": "000001.jpg", "width": 128, "height": 128,
+    "id": "5f0c2a9d1e7b4c3a8d6e0f1a2b3c4d5e", "filename": "000001.jpg", "width": 128, "height": 128,
     "labels": [{"name": "striped_red_square", "probability": 0.9994},
                {"name": "brown_pentagon", "probability": 0.9991},
                {"name": "dotted_blue_circle", "probability": 0.9988},
@@ -44,6 +44,8 @@ class ImageResult(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [_RESULT_EXAMPLE]})
 
+    id: str = Field(default="", description="this answer's id, for feedback (POST /v2/models/{name}/feedback): the "
+                                            "request's X-Request-ID for one image, <request id>/<index> for several")
     filename: str
     width: int = Field(description="pixels, after EXIF orientation")
     height: int
@@ -90,6 +92,10 @@ class ModelInfo(BaseModel):
     attention: bool = Field(description="whether attention maps can be requested")
     engine: str
     max_batch_size: int
+    calibration: dict[str, object] | None = Field(
+        default=None, description="for a version recalibrated from feedback (`labelserve calibrate`): its source "
+                                  "version, policy, feedback answers and held-out micro F1 before and after; the "
+                                  "per-label report is GET /models/{name}/versions/{version}/calibration")
 
 
 class ModelList(BaseModel):
@@ -103,3 +109,14 @@ class ReadyStatus(BaseModel):
 
     status: str
     models: list[str] = Field(default_factory=list)
+
+
+class FeedbackResponse(BaseModel):
+    """What the server now knows of an answer after a feedback (POST /v2/models/{name}/feedback)."""
+
+    id: str
+    model: str
+    version: int = Field(description="the version that gave the answer")
+    present: list[str] = Field(description="labels known to be present")
+    absent: list[str] = Field(description="labels known to be absent")
+    unknown: int = Field(description="how many labels no feedback has spoken of yet")

@@ -29,6 +29,9 @@ from service.routes import health_router, metrics_router, models_router, page_ro
 from service.routes._auth import scope_authorizer
 from service.settings import Settings, get_settings
 from service.state import ServiceState
+from service.store import Store, StoreConfigError, store_url
+from service.store.schema import SchemaError
+from service.store.store import purge
 
 __all__ = ["create_app"]
 
@@ -41,7 +44,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.monotonic()
     watcher: asyncio.Task[None] | None = None
     refresher: asyncio.Task[None] | None = None
+    purger: asyncio.Task[None] | None = None
     try:
+        state.store = await _open_store(state)
+        if state.store is not None:
+            purger = asyncio.create_task(_purge_forever(state), name="store-retention")
         await state.repository.load_all()
         state.ready = bool(state.repository.models())
         logger.info("startup took %.2f s; ready=%s, models: %s", time.monotonic() - started, state.ready,
@@ -55,12 +62,42 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                                                             state.settings.monitor_refresh_s), name="label-gauges")
         yield
     finally:
-        for task in (watcher, refresher):
+        for task in (watcher, refresher, purger):
             if task is not None:
                 task.cancel()
         state.ready = False
         logger.info("shutting down: draining queued requests (up to %.1f s)", state.settings.drain_timeout_s)
         await state.repository.stop(state.settings.drain_timeout_s)
+        if state.store is not None:
+            await asyncio.to_thread(state.store.close)  # after the drain: the last answers are kept too
+
+
+async def _open_store(state: ServiceState) -> Store | None:
+    """The store of answers and feedback, or None (logged: answers are served without ids that can take feedback)
+    when it cannot be opened."""
+    settings = state.settings
+    store = Store(store_url(settings.store_url, settings.model_repository))
+    try:
+        await asyncio.to_thread(store.open)
+    except (StoreConfigError, SchemaError) as exc:
+        logger.error("no feedback store: %s; answers are served, but feedback on them is refused", exc)
+        return None
+    return store
+
+
+async def _purge_forever(state: ServiceState, interval_s: float = 60.0) -> None:
+    """Apply the retention limits every minute (every process does; deleting what another deleted is harmless)."""
+    settings = state.settings
+    while True:
+        try:
+            assert state.store is not None
+            answers, feedbacks = await state.store.run(purge(settings.retention_s, settings.retention_max_predictions,
+                                                             settings.feedback_retention_s))
+            if answers or feedbacks:
+                logger.info("retention: %d answers and %d feedbacks past their limits deleted", answers, feedbacks)
+        except Exception:  # a failing purge is retried; the store keeps serving
+            logger.exception("applying the store's retention failed; retrying in %.0f s", interval_s)
+        await asyncio.sleep(interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

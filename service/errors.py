@@ -34,11 +34,13 @@ __all__ = [
     "MalformedRequestError",
     "ModelNotFoundError",
     "NotReadyError",
+    "PredictionNotFoundError",
     "QueueFullError",
     "RequestTimeoutError",
     "RequestTooLargeError",
     "ServerBusyError",
     "ServiceError",
+    "StoreUnavailableError",
     "TooManyConnectionsError",
     "TooManyImagesError",
     "UnauthorizedError",
@@ -94,6 +96,12 @@ class ModelNotFoundError(ServiceError):
     """The request names a model this server does not serve."""
 
     code = "model_not_found"
+
+
+class PredictionNotFoundError(ServiceError):
+    """Feedback names an answer id the store does not hold."""
+
+    code = "prediction_not_found"
 
 
 class ImageTooLargeError(ServiceError):
@@ -188,6 +196,12 @@ class DeadlineExceededError(ServiceError):
     code = "deadline_exceeded"
 
 
+class StoreUnavailableError(RetryableError):
+    """The feedback store could not write or read right now."""
+
+    code = "store_unavailable"
+
+
 class EngineError(ServiceError):
     """The inference engine failed on the batch this request was part of."""
 
@@ -207,6 +221,7 @@ _STATUS: dict[type[ServiceError], int] = {
     MalformedRequestError: 400,
     UnauthorizedError: 401,
     ModelNotFoundError: 404,
+    PredictionNotFoundError: 404,
     RequestTimeoutError: 408,
     ImageTooLargeError: 413,
     TooManyImagesError: 413,
@@ -221,6 +236,7 @@ _STATUS: dict[type[ServiceError], int] = {
     ServerBusyError: 503,
     TooManyConnectionsError: 503,
     NotReadyError: 503,
+    StoreUnavailableError: 503,
     DeadlineExceededError: 504,
 }
 _HTTP_STATUSES = frozenset(int(status) for status in HTTPStatus)

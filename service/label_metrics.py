@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Sequence
 
 from prometheus_client import Gauge
 
+from service.feedback_window import FeedbackReport
 from service.label_monitor import HealthReport
 from service.observability import Metrics
 from service.repository import ModelRepository
@@ -34,9 +36,22 @@ class LabelGauges:
         self._cap = cap
         self._exported: dict[tuple[str, ...], set[str]] = {}  # series key -> labels exported last time
 
-    def refresh(self, reports: list[HealthReport], shadows: list[ShadowReport]) -> None:
+    def refresh(self, reports: Sequence[HealthReport], shadows: Sequence[ShadowReport],
+                feedback: Sequence[FeedbackReport] = ()) -> None:
         """Set every gauge from the latest reports."""
         metrics = self._metrics
+        for window in feedback:
+            key = (window.model, str(window.version))
+            metrics.feedback_answers.labels(*key).set(window.answers)
+            shown_feedback = [entry for entry in window.labels if entry["precision"] is not None
+                              or entry["recall"] is not None][:self._cap]  # most wrong answers first
+            for entry in shown_feedback:  # NaN where feedback cannot say yet (no answer given, or none present)
+                for gauge, value in ((metrics.label_feedback_precision, entry["precision"]),
+                                     (metrics.label_feedback_recall, entry["recall"])):
+                    number = _number(value)
+                    gauge.labels(*key, str(entry["name"])).set(math.nan if number is None else number)
+            self._drop_rest(("feedback", *key), {str(e["name"]) for e in shown_feedback},
+                            (metrics.label_feedback_precision, metrics.label_feedback_recall), key)
         for report in reports:
             model = (report.model, str(report.version))
             metrics.label_drift_threshold.labels(*model).set(report.drift_threshold)
@@ -96,6 +111,7 @@ async def refresh_forever(repository: ModelRepository, gauges: LabelGauges, inte
         await asyncio.sleep(interval_s)
         try:
             reports = [served.monitor.report() for served in repository.models() if served.monitor is not None]
-            gauges.refresh(reports, [shadow.report() for shadow in repository.shadows()])
+            gauges.refresh(reports, [shadow.report() for shadow in repository.shadows()],
+                           [served.feedback.report() for served in repository.models()])
         except Exception:  # a dead refresher would freeze every label gauge silently
             logger.exception("refreshing the per-label gauges failed; retrying in %.1f s", interval_s)

@@ -134,6 +134,18 @@ class Metrics:
         self.labels_per_image = Gauge("labelserve_labels_per_image", "Mean labels given per image: served (window) "
                                       "and baseline", (*_MODEL_LABELS, "source"), multiprocess_mode="liveall",
                                       registry=reg)
+        self.store_failures = Counter("labelserve_store_failures", "Answers served but not kept for feedback: the "
+                                      "store failed", registry=reg)
+        self.feedback = Counter("labelserve_feedback", "Feedback received, by kind (full: the true label set; "
+                                "partial: labels confirmed or rejected)", (*_MODEL_LABELS, "kind"), registry=reg)
+        self.feedback_answers = Gauge("labelserve_feedback_window", "Answers with feedback in the feedback window",
+                                      _MODEL_LABELS, multiprocess_mode="liveall", registry=reg)
+        self.label_feedback_precision = Gauge("labelserve_label_feedback_precision", "Share of the label's given "
+                                              "answers that feedback confirmed", label, multiprocess_mode="liveall",
+                                              registry=reg)
+        self.label_feedback_recall = Gauge("labelserve_label_feedback_recall", "Share of the label's true presences "
+                                           "(per feedback) that were given", label, multiprocess_mode="liveall",
+                                           registry=reg)
         shadow = (*_MODEL_LABELS, "candidate")
         self.shadow_flip_rate = Gauge("labelserve_shadow_flip_rate", "Share of the compared images on which the "
                                       "shadow candidate decides the label differently", (*shadow, "label"),

@@ -27,12 +27,14 @@ from labelserve.bundle import (
     Manifest,
     list_versions,
     load_bundle,
+    read_manifest,
     validate_model_name,
 )
 from service.batching import DynamicBatcher
 from service.canary import client_key, in_canary
 from service.engines import Engine, EngineLoadError, create_engine
 from service.errors import ModelNotFoundError, NotReadyError
+from service.feedback_window import FeedbackWindow
 from service.label_monitor import LabelMonitor, MonitorSettings
 from service.loop_pool import LoopThreadPool
 from service.model_config import ModelConfig, ModelConfigError, load_model_config
@@ -57,13 +59,16 @@ class ServedModel:
     answered (statistics, per-label health), and how many requests hold it right now."""
 
     def __init__(self, bundle: Bundle, engine: Engine, batcher: DynamicBatcher, decode_pool: LoopThreadPool,
-                 statistics: VersionStatistics | None = None, monitor: LabelMonitor | None = None) -> None:
+                 statistics: VersionStatistics | None = None, monitor: LabelMonitor | None = None,
+                 feedback: FeedbackWindow | None = None) -> None:
         self.bundle = bundle
         self.engine = engine
         self.batcher = batcher
         self.decode_pool = decode_pool
         self.statistics = statistics or VersionStatistics()
         self.monitor = monitor
+        self.feedback = feedback or FeedbackWindow(bundle.manifest.name, bundle.manifest.version,
+                                                   bundle.manifest.labels, bundle.manifest.thresholds, 2000, 86400.0)
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -205,6 +210,25 @@ class ModelRepository:
     def default_version(self, name: str) -> int:
         """The version that answers requests of `name` that name no version and are not in a canary."""
         return self._unpinned_version(name, self._models[name], None)
+
+    def served(self, name: str, version: int) -> ServedModel | None:
+        """The served version, or None when it is not served (no error: for bookkeeping that may skip it)."""
+        return self._models.get(name, {}).get(version)
+
+    def manifest_of(self, name: str, version: int) -> Manifest:
+        """A version's manifest, served or not (feedback may name an answer of a version since unloaded).
+
+        Raises:
+            ModelNotFoundError: no such version in the repository.
+        """
+        served = self._models.get(name, {}).get(version)
+        if served is not None:
+            return served.manifest
+        try:
+            validate_model_name(name)
+            return read_manifest(self._root / name / str(version))
+        except (ValueError, BundleError) as exc:
+            raise ModelNotFoundError(f"model {name!r} has no version {version} in the repository") from exc
 
     def shadow_for(self, served: ServedModel) -> Shadow | None:
         """The shadow that mirrors `served` (its primary), if one is configured and its candidate is served."""
@@ -406,8 +430,10 @@ class ModelRepository:
         batcher.start()
         decode_pool = LoopThreadPool(config.decode_threads or self._settings.decode_threads,
                                      name=f"decode-{manifest.name}-v{manifest.version}")
-        self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(bundle, engine, batcher,
-                                                                                   decode_pool, statistics, monitor)
+        feedback = FeedbackWindow(manifest.name, manifest.version, manifest.labels, manifest.thresholds,
+                                  self._settings.monitor_window_images, self._settings.monitor_window_s)
+        self._models.setdefault(manifest.name, {})[manifest.version] = ServedModel(
+            bundle, engine, batcher, decode_pool, statistics, monitor, feedback)
         self._metrics.set_model_info(manifest.name, manifest.version, engine.info.name, engine.info.provider)
         logger.info("serving %s v%d from %s (%s, max batch %d)", manifest.name, manifest.version, bundle.path,
                     engine.info.provider, engine.info.max_batch_size)

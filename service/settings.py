@@ -99,6 +99,17 @@ class Settings(BaseSettings):
     repository_poll_s: float = Field(default=5.0, ge=0.0,
                                      description="how often the repository is re-read for new versions; 0 = never")
 
+    # Answers kept for feedback, the feedback itself, and where (service/store).
+    store_url: str | None = Field(default=None, description="sqlite:///<file> or postgresql://user:pass@host/db; "
+                                  "default: a SQLite file beside the model repository (<repository>-feedback.sqlite3)")
+    retain_predictions: bool = Field(default=True, description="keep each answered image's probabilities (never "
+                                     "the image, unless retain_images) so its id can get feedback")
+    retain_images: bool = Field(default=False, description="keep the image bytes too (for review or retraining)")
+    retention_s: float = Field(default=7 * 86400.0, gt=0.0, description="answers are kept this long, s")
+    retention_max_predictions: int = Field(default=1_000_000, ge=1, description="answers kept at most (the oldest "
+                                           "go first)")
+    feedback_retention_s: float = Field(default=365 * 86400.0, gt=0.0, description="feedback is kept this long, s")
+
     # Per-label health of every served version against its bundle's baseline (service/label_monitor.py).
     monitor_labels: bool = Field(default=True, description="count every answer per label and compare with the "
                                  "bundle's baseline")

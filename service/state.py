@@ -11,6 +11,7 @@ from service.observability import Metrics
 from service.predictor import Predictor
 from service.repository import ModelRepository
 from service.settings import Settings
+from service.store import Store
 
 __all__ = ["ServiceState", "StateDep", "app_state", "get_state"]
 
@@ -24,6 +25,7 @@ class ServiceState:
     repository: ModelRepository
     predictor: Predictor
     ready: bool = False
+    store: Store | None = None  # answers and feedback; None until the lifespan opened it (or when it could not)
 
 
 def app_state(request: Request) -> ServiceState:

@@ -239,8 +239,8 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest
     return request, tensors
 
 
-def encode_response(model: str, version: int, request_id: str | None,
-                    outputs: list[OutputTensor]) -> tuple[bytes, int | None]:
+def encode_response(model: str, version: int, request_id: str | None, outputs: list[OutputTensor],
+                    parameters: dict[str, Any] | None = None) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when any output is binary (None: plain JSON)."""
     described, blobs = [], []
     for output in outputs:
@@ -255,6 +255,8 @@ def encode_response(model: str, version: int, request_id: str | None,
     document: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": described}
     if request_id is not None:
         document["id"] = request_id
+    if parameters:
+        document["parameters"] = parameters
     header = json.dumps(document, separators=(",", ":")).encode()
     if not blobs:
         return header, None

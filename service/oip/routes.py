@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Coroutine
 from importlib.metadata import version as package_version
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.errors import InvalidParameterError, NotReadyError, TooManyImagesError
+from service.observability import current_request_id
 from service.oip.codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -25,11 +27,13 @@ from service.oip.codec import (
     encode_response,
     load_json,
 )
+from service.oip.feedback import router as feedback_router
 from service.oip.statistics import router as statistics_router
 from service.oip.versions import parse_version
 from service.pipeline.postprocess import sigmoid
 from service.predictor import ImageUpload
 from service.repository import ServedModel
+from service.retention import PREDICTION_IDS_HEADER, keep_answers, prediction_ids
 from service.routes._auth import require_api_key
 from service.routes._guard import read_body, run_guarded
 from service.state import ServiceState, StateDep
@@ -207,11 +211,21 @@ async def infer(request: Request, state: StateDep, name: str, version: str | Non
         results = await run_guarded(request, work, state.settings.request_timeout_s)
     tensors_out = [OutputTensor(out, _gather(model, results, out) if results else _empty(model, out), binary)
                    for out, binary in outputs]
-    body, header_length = encode_response(model.name, model.version, infer_request.id, tensors_out)
+    ids = prediction_ids(infer_request.id or current_request_id() or uuid.uuid4().hex, len(results))
+    if results and state.settings.retain_predictions:
+        images = tensors[0].values if tensors[0].datatype == "BYTES" and state.settings.retain_images else None
+        await keep_answers(state.store, state.metrics, model.name, model.version, ids,
+                           list(_gather(model, results, PROBABILITIES)),
+                           list(images) if isinstance(images, list) else [None] * len(results))
+    body, header_length = encode_response(model.name, model.version, infer_request.id, tensors_out,
+                                          {"prediction_ids": ids})
+    headers = {PREDICTION_IDS_HEADER: ",".join(ids)}
     if header_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+        return Response(body, media_type="application/json", headers=headers)
+    return Response(body, media_type="application/octet-stream",
+                    headers={**headers, HEADER_LENGTH: str(header_length)})
 
 
 router.include_router(statistics_router)  # before /models/{name}, which would take "stats" for a model name
+router.include_router(feedback_router)
 router.include_router(models_router)

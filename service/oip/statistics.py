@@ -32,6 +32,7 @@ def model_entry(repository: ModelRepository, served: ServedModel) -> dict[str, A
     entry["label_stats"] = served.monitor.report().as_dict() if served.monitor is not None else {"status": "off"}
     entry["default"] = repository.default_version(served.name) == served.version
     entry["shadow"] = shadow.report().as_dict() if shadow is not None else None
+    entry["feedback"] = served.feedback.report().as_dict()
     return entry
 
 

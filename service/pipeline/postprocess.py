@@ -50,6 +50,7 @@ class Prediction:
     predicted: list[str]  # labels at or above their threshold, most probable first
     attention: dict[str, str] | None  # label -> base64 PNG, for predicted labels, when asked as png
     attention_maps: dict[str, np.ndarray] | None = None  # label -> float32 [h, w], when asked as array
+    probabilities: np.ndarray | None = None  # [C] every label's, in the manifest's order (what is kept for feedback)
 
 
 def attention_size(image_size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -108,4 +109,5 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_size: 
             size = attention_size(image_size, options.attention_max_side)
             attention = {manifest.labels[i]: attention_png(maps[i], size) for i in predicted_indices}
     labels = ranked[: options.top_k] if options.top_k is not None else ranked
-    return Prediction(labels=labels, predicted=predicted, attention=attention, attention_maps=attention_maps)
+    return Prediction(labels=labels, predicted=predicted, attention=attention, attention_maps=attention_maps,
+                      probabilities=probabilities)

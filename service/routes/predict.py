@@ -9,6 +9,7 @@ generated clients see no difference.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -25,9 +26,11 @@ from service.errors import (
     error_responses,
 )
 from service.multipart import Part, boundary_of, parse_form
+from service.observability import current_request_id
 from service.pipeline import PostprocessOptions
 from service.pipeline.postprocess import AttentionFormat
 from service.predictor import ImageAnswer, ImageUpload
+from service.retention import PREDICTION_IDS_HEADER, keep_answers, prediction_ids
 from service.routes._guard import read_body, run_guarded
 from service.settings import Settings
 from service.state import app_state
@@ -101,10 +104,10 @@ async def _read_form(request: Request, settings: Settings) -> tuple[list[ImageUp
     return [_upload(part, index, settings.max_image_bytes) for index, part in enumerate(files)], parameters
 
 
-def _result(answer: ImageAnswer) -> dict[str, Any]:
+def _result(answer: ImageAnswer, answer_id: str) -> dict[str, Any]:
     prediction = answer.prediction
     result: dict[str, Any] = {
-        "filename": answer.filename, "width": answer.width, "height": answer.height,
+        "id": answer_id, "filename": answer.filename, "width": answer.width, "height": answer.height,
         "labels": [{"name": name, "probability": probability} for name, probability in prediction.labels],
         "predicted": prediction.predicted,
     }
@@ -130,5 +133,12 @@ async def predict(request: Request) -> Response:
                                      attention_max_side=settings.attention_max_side)
         timeout_s = parameters.timeout_s if parameters.timeout_s is not None else settings.request_timeout_s
         answers = await run_guarded(request, state.predictor.predict(served, uploads, options), timeout_s)
-    body = {"model": served.name, "version": served.version, "results": [_result(answer) for answer in answers]}
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    ids = prediction_ids(current_request_id() or uuid.uuid4().hex, len(answers))
+    if settings.retain_predictions:
+        await keep_answers(state.store, state.metrics, served.name, served.version, ids,
+                           [answer.prediction.probabilities for answer in answers],
+                           [upload.data if settings.retain_images else None for upload in uploads])
+    body = {"model": served.name, "version": served.version,
+            "results": [_result(answer, answer_id) for answer, answer_id in zip(answers, ids, strict=True)]}
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
+                    headers={PREDICTION_IDS_HEADER: ",".join(ids)})

@@ -27,6 +27,7 @@ __all__ = [
     "MANIFEST_FILENAME",
     "Bundle",
     "BundleError",
+    "Calibration",
     "EngineSpec",
     "Manifest",
     "OutputsSpec",
@@ -100,6 +101,21 @@ class EngineSpec(BaseModel):
         return self
 
 
+class Calibration(BaseModel):
+    """How a version's thresholds were recalibrated from feedback (`labelserve calibrate`): it shares the weights of
+    `source_version`, and its per-label report is the bundle's `calibration.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_version: int = Field(ge=1)
+    policy: str
+    answers: int = Field(ge=0, description="answers with feedback")
+    holdout_answers: int = Field(ge=0, description="of them, held out to measure")
+    labels_changed: int = Field(ge=0)
+    micro_f1_before: float | None = Field(description="held-out micro F1 at the source's thresholds")
+    micro_f1_after: float | None = Field(description="held-out micro F1 at these thresholds")
+
+
 class Manifest(BaseModel):
     """Everything the service needs to run a model without knowing how it was trained."""
 
@@ -122,6 +138,8 @@ class Manifest(BaseModel):
     baseline: Baseline | None = Field(default=None, description="per-label statistics on the validation split, "
                                       "which the service compares its answers with (None: bundles from before, or "
                                       "exported without validation images)")
+    calibration: Calibration | None = Field(default=None, description="set on a version recalibrated from "
+                                            "feedback")
     producer: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -231,13 +249,17 @@ def load_bundle(version_dir: Path, verify_checksums: bool = True) -> Bundle:
     return Bundle(path=version_dir, manifest=manifest)
 
 
-def write_bundle(root: Path, manifest: Manifest, files: dict[str, Path]) -> Bundle:
+def write_bundle(root: Path, manifest: Manifest, files: dict[str, Path],
+                 shared: dict[str, tuple[Path, str]] | None = None) -> Bundle:
     """Write a new version atomically: stage every file and the manifest, then rename the folder into place.
 
     Args:
         root: model repository root.
-        manifest: the manifest to write; its `files` are filled in here from `files`.
+        manifest: the manifest to write; its `files` are filled in here from `files` and `shared`.
         files: bundle file name -> source path to copy.
+        shared: bundle file name -> (a file of another version, its known sha256), hard-linked rather than copied
+            (a recalibrated version shares its source's weights: no second copy of an engine on disk); a symbolic
+            link where the file system cannot hard-link.
 
     Returns:
         The written bundle.
@@ -257,6 +279,13 @@ def write_bundle(root: Path, manifest: Manifest, files: dict[str, Path]) -> Bund
             target = staging / name
             shutil.copyfile(source, target)
             checksums[name] = sha256_file(target)
+        for name, (source, digest) in (shared or {}).items():
+            target = staging / name
+            try:
+                os.link(source, target)
+            except OSError:  # another file system, or no hard links: point at it instead
+                target.symlink_to(os.path.relpath(source.resolve(), staging.parent / str(manifest.version)))
+            checksums[name] = digest
         complete = manifest.model_copy(update={"files": checksums})
         Manifest.model_validate(complete.model_dump())
         manifest_path = staging / MANIFEST_FILENAME

@@ -1,5 +1,5 @@
-"""`labelserve data|train|export|demo|visualize|serve|predict|tune|promote`: argument parsing only; the work lives in
-the packages.
+"""`labelserve data|train|export|demo|visualize|serve|predict|feedback|calibrate|tune|promote`: argument parsing
+only; the work lives in the packages.
 
 Imports happen inside each command, so `labelserve serve` never loads torch. A mistake the user can fix
 (`labelserve.errors.UserError`) ends as one line on stderr and the exit code of its kind; any other exception is a
@@ -139,6 +139,56 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from labelserve.bundle import BundleError, list_versions, load_bundle
+    from labelserve.calibration import Policy, calibrate
+    from labelserve.recalibrate import format_report, write_calibrated_version
+    from service.store import StoreConfigError, connect, describe, store_url
+    from service.store.schema import migrate
+    from service.store.store import read_feedback
+
+    try:
+        policy = Policy.parse(args.policy)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    repository, model_dir = Path(args.repository), Path(args.repository) / args.model
+    versions = list_versions(model_dir)
+    if not versions:
+        raise ServingError(f"no version of model {args.model!r} in {repository}")
+    version = args.version or versions[-1]
+    try:
+        source = load_bundle(model_dir / str(version))
+    except BundleError as exc:
+        raise ServingError(str(exc)) from exc
+    weights = source.manifest.files.get("model.onnx")
+    same_weights = [v for v in versions if load_bundle(model_dir / str(v)).manifest.files.get("model.onnx") == weights]
+    url = store_url(args.store, repository)
+    try:
+        connection, dialect = connect(url)
+        migrate(connection, dialect)
+        rows = read_feedback(connection, dialect, args.model, same_weights)
+        connection.close()
+    except StoreConfigError as exc:
+        raise ServingError(str(exc)) from exc
+    if not rows:
+        raise ServingError(f"no feedback on {args.model} v{', v'.join(map(str, same_weights))} in {describe(url)}: "
+                           f"send some first (labelserve feedback, or POST /v2/models/{args.model}/feedback)")
+    report = calibrate(source.manifest.labels, source.manifest.thresholds,
+                       np.stack([row.probabilities for row in rows]), np.stack([row.truth for row in rows]),
+                       [row.id for row in rows], policy, args.min_support, args.holdout)
+    sys.stdout.write(format_report(report))
+    if args.dry_run or report.changed == 0:
+        logger.info("%s: nothing written", "dry run" if args.dry_run else "no threshold moved")
+        return 0
+    written = write_calibrated_version(source, report)
+    logger.info("wrote %s (thresholds recalibrated from %d answers, weights shared with v%d); a running server loads "
+                "it within LABELSERVE_REPOSITORY_POLL_S and it answers requests naming no version, unless "
+                "config.json pins default_version (then: labelserve promote)", written.path, report.answers, version)
+    return 0
+
+
 def _cmd_promote(args: argparse.Namespace) -> int:
     from labelserve.bundle import list_versions
     from service.model_config import ModelConfigError, load_model_config, promote_version
@@ -230,6 +280,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.attention is not None:
         for path in write_overlays(answer, images, Path(args.attention)):
             logger.info("wrote %s", path)
+    return 0
+
+
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    import httpx
+
+    from labelserve.client import ApiError, Client
+
+    if args.labels is None and not (args.confirm or args.reject):
+        raise ConfigError("say what is in the image: --labels (every present label; none for an empty image), or "
+                          "--confirm and/or --reject")
+    try:
+        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout) as client:
+            known = client.feedback(args.model, args.id, labels=args.labels, confirm=args.confirm or (),
+                                    reject=args.reject or ())
+    except ApiError as error:
+        sys.stderr.write(f"error: {error.message} (HTTP {error.status}, {error.code})\n")
+        return 1
+    except httpx.HTTPError as error:
+        sys.stderr.write(f"error: no answer from {args.url}: {error}\n")
+        return 1
+    sys.stdout.write(f"{known.id} ({known.model} v{known.version}): present {', '.join(known.present) or 'none'}; "
+                     f"absent {', '.join(known.absent) or 'none'}; {known.unknown} labels not said\n")
     return 0
 
 
@@ -333,6 +406,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="server processes sharing the port, each with its own batchers and "
                                                    "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)
+    calibrate_cmd = commands.add_parser("calibrate", help="new per-label thresholds from the feedback users sent, "
+                                                          "as a new model version sharing the weights")
+    calibrate_cmd.add_argument("model", help="model name")
+    calibrate_cmd.add_argument("--repository", default="models", help="model repository root (default: %(default)s)")
+    calibrate_cmd.add_argument("--version", type=int, help="the version to recalibrate (default: the newest); "
+                                                            "feedback on every version with the same weights counts")
+    calibrate_cmd.add_argument("--store", help="the feedback store's URL (default: the server's: "
+                                               "<repository>-feedback.sqlite3 beside the repository)")
+    calibrate_cmd.add_argument("--policy", default="f1",
+                               help="f1, precision:P (highest recall at precision >= P) or recall:R (highest "
+                                    "precision at recall >= R) (default: %(default)s)")
+    calibrate_cmd.add_argument("--min-support", type=int, default=30,
+                               help="labels with fewer known answers to fit on keep their threshold "
+                                    "(default: %(default)s)")
+    calibrate_cmd.add_argument("--holdout", type=float, default=0.3,
+                               help="share of the feedback held out to measure before and after "
+                                    "(default: %(default)s)")
+    calibrate_cmd.add_argument("--dry-run", action="store_true", help="print the report, write nothing")
+    calibrate_cmd.set_defaults(func=_cmd_calibrate)
+
     promote = commands.add_parser("promote", help="make a model version the one that answers requests naming no "
                                                    "version (after watching it as a shadow or a canary)")
     promote.add_argument("--repository", default="models", help="model repository root (default: %(default)s)")
@@ -377,6 +470,21 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--timeout", type=float, default=60.0,
                          help="seconds to wait for the answer (default: %(default)s)")
     predict.set_defaults(func=_cmd_predict)
+
+    feedback = commands.add_parser("feedback", help="say what was really in an answered image (the id `predict` "
+                                                     "printed), so `labelserve calibrate` can learn from it")
+    feedback.add_argument("id", help="the answer's id")
+    feedback.add_argument("--model", required=True, help="the model that answered")
+    feedback.add_argument("--labels", nargs="*", metavar="LABEL",
+                          help="every label that is present (the others are absent); none: an empty image")
+    feedback.add_argument("--confirm", nargs="+", metavar="LABEL", help="labels known to be present")
+    feedback.add_argument("--reject", nargs="+", metavar="LABEL", help="labels known to be absent")
+    feedback.add_argument("--url", default=os.environ.get("LABELSERVE_URL", "http://127.0.0.1:8000"),
+                          help="the server (default: $LABELSERVE_URL or http://127.0.0.1:8000)")
+    feedback.add_argument("--api-key", default=os.environ.get("LABELSERVE_API_KEY"),
+                          help="sent as X-API-Key (default: $LABELSERVE_API_KEY)")
+    feedback.add_argument("--timeout", type=float, default=30.0, help="seconds (default: %(default)s)")
+    feedback.set_defaults(func=_cmd_feedback)
     return parser
 
 

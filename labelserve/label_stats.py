@@ -70,6 +70,21 @@ class Baseline(BaseModel):
         """The histograms as `[C, bins]` counts."""
         return np.asarray(self.histograms, dtype=np.int64)
 
+    def at_thresholds(self, thresholds: Sequence[float]) -> Baseline:
+        """The same baseline with its positive rates estimated at other thresholds (a recalibrated version shares the
+        weights, so its probabilities are the same): the share of each histogram above the new threshold, spreading
+        a bin's images evenly over its logits (the two open bins taken as one logit wide)."""
+        edges = np.asarray((self.bin_logit_edges[0] - 1, *self.bin_logit_edges, self.bin_logit_edges[-1] + 1))
+        cuts = np.clip(np.nan_to_num(np.log(np.asarray(thresholds, dtype=np.float64))
+                                     - np.log1p(-np.asarray(thresholds, dtype=np.float64)),
+                                     posinf=edges[-1], neginf=edges[0]), edges[0], edges[-1])
+        counts = self.histogram_array().astype(np.float64)
+        above = np.clip((edges[None, 1:] - cuts[:, None]) / np.diff(edges)[None, :], 0.0, 1.0)  # [C, bins]
+        rates = (counts * above).sum(axis=1) / self.images
+        return self.model_copy(update={
+            "positive_rate": tuple(float(r) for r in rates), "mean_labels_per_image": float(rates.sum()),
+            "source": f"{self.source}; positive rates estimated at recalibrated thresholds from its histograms"})
+
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
     """The logistic function in float64, numerically stable: the probabilities the service answers with, so that

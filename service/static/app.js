@@ -108,8 +108,29 @@ function selectModel(index) {
     ` · ${model.task} · ${model.labels.length} labels · ${model.input.width}×${model.input.height} input · ` +
     `${model.attention ? "attention maps" : "no attention output"} · ${model.engine}, batches of up to ` +
     `${model.max_batch_size}`));
+  if (model.calibration) {
+    info.append(calibrationNote(model));
+  }
   $("opacity-control").hidden = !model.attention;
   showHealth(model, authHeaders);
+}
+
+function calibrationNote(model) {
+  // a version recalibrated from feedback (`labelserve calibrate`): where from, and what it changed on held-out answers
+  const c = model.calibration;
+  const f1 = (value) => (value === null || value === undefined ? "–" : value.toFixed(3));
+  const note = document.createElement("span");
+  note.className = "calibration";
+  note.dataset.source = String(c.source_version);
+  note.append(document.createTextNode(
+    ` · thresholds recalibrated from v${c.source_version} on ${c.answers} answers with feedback (${c.policy}): ` +
+    `held-out micro F1 ${f1(c.micro_f1_before)} → ${f1(c.micro_f1_after)}, ${c.labels_changed} labels changed · `));
+  const link = document.createElement("a");
+  link.href = `/models/${encodeURIComponent(model.name)}/versions/${model.version}/calibration`;
+  link.textContent = "per-label report";
+  link.target = "_blank";
+  note.append(link);
+  return note;
 }
 
 function thresholdOf(label) {

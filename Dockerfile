@@ -29,11 +29,15 @@ RUN pip wheel --no-deps --wheel-dir /wheels/project .
 
 # ---- cpu: the service on onnxruntime CPU ----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu
+# The feedback store (answers kept for feedback, the feedback itself) is a SQLite file in /var/lib/labelserve, which
+# the image's user owns, so a volume mounted there starts writable; /models may be read-only. For several replicas
+# point LABELSERVE_STORE_URL at PostgreSQL (docker-compose.postgres.yml, the Helm chart's store.url).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000
+    LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000 \
+    LABELSERVE_STORE_URL=sqlite:////var/lib/labelserve/feedback.sqlite3
 RUN groupadd --system --gid 10001 labelserve \
     && useradd --system --uid 10001 --gid labelserve --no-create-home --shell /usr/sbin/nologin labelserve \
-    && mkdir /models && chown labelserve:labelserve /models
+    && mkdir /models /var/lib/labelserve && chown labelserve:labelserve /models /var/lib/labelserve
 # the requirements list is copied (not only mounted) so that a changed list invalidates the cached install below
 COPY --from=wheels /src/requirements.txt /tmp/requirements.txt
 RUN --mount=type=bind,from=wheels,source=/wheels/deps,target=/wheels \
@@ -44,7 +48,7 @@ RUN pip install --no-index --find-links /tmp/project "labelserve[serve]==0.1.0" 
     && rm -rf /tmp/project /tmp/requirements.txt
 USER 10001:10001
 WORKDIR /home/labelserve
-VOLUME ["/models"]
+VOLUME ["/models", "/var/lib/labelserve"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
@@ -71,11 +75,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
     LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cu13/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib:/opt/venv/lib/python3.11/site-packages/tensorrt_libs \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000 \
-    LABELSERVE_EXECUTION_PROVIDERS=tensorrt,cuda,cpu
+    LABELSERVE_EXECUTION_PROVIDERS=tensorrt,cuda,cpu \
+    LABELSERVE_STORE_URL=sqlite:////var/lib/labelserve/feedback.sqlite3
 RUN python -m venv /opt/venv \
     && groupadd --system --gid 10001 labelserve \
     && useradd --system --uid 10001 --gid labelserve --no-create-home --shell /usr/sbin/nologin labelserve \
-    && mkdir /models && chown labelserve:labelserve /models
+    && mkdir /models /var/lib/labelserve && chown labelserve:labelserve /models /var/lib/labelserve
 WORKDIR /src
 COPY pyproject.toml constraints.txt docker/requirements.py docker/gpu-requirements.txt ./
 RUN python requirements.py serve export train gpu --without "onnxruntime,$GPU_WITHOUT" --add gpu-requirements.txt \
@@ -85,7 +90,7 @@ COPY --from=wheels /wheels/project/ /tmp/project/
 RUN pip install --no-deps /tmp/project/labelserve-*.whl && rm -rf /tmp/project
 USER 10001:10001
 WORKDIR /home/labelserve
-VOLUME ["/models"]
+VOLUME ["/models", "/var/lib/labelserve"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]

@@ -122,6 +122,21 @@ def panels() -> list[dict[str, Any]]:
                  "compared v{{version}} -> v{{candidate}}")], 12, 73, "percentunit",
                description="Share of the images answered by both versions on which the shadow candidate decides a "
                            "label differently, at each version's thresholds (config.json `shadow`)."),
+        _row("Feedback: what users say the answers got right, per label", 81),
+        _panel("Feedback received", [(f"sum by (model, version, kind) (rate(labelserve_feedback_total{{{SEL}}}"
+                                      "[$__rate_interval]))", "{{model}} v{{version}} {{kind}}"),
+                                     ("sum(rate(labelserve_store_failures_total[$__rate_interval]))",
+                                      "answers not kept (store failing)")], 0, 82, "reqps",
+               description="Feedback on answers (POST /v2/models/{name}/feedback): full label sets or partial "
+                           "confirmations; and answers served without being kept for feedback."),
+        _panel("Per-label precision and recall from feedback, labels with the most wrong answers",
+               [(f"bottomk(5, min by (model, version, label) (labelserve_label_feedback_precision{{{SEL}}}))",
+                 "precision {{label}}"),
+                (f"bottomk(5, min by (model, version, label) (labelserve_label_feedback_recall{{{SEL}}}))",
+                 "recall {{label}}")], 12, 82, "percentunit",
+               description="Over the feedback window: how often a given label was confirmed (precision) and how "
+                           "often a present label was given (recall). Low values say where `labelserve calibrate` "
+                           "would move a threshold."),
         _panel("GPU memory", [("labelserve_gpu_memory_used_bytes", "used gpu{{gpu}}"),
                               ("labelserve_gpu_memory_total_bytes", "total gpu{{gpu}}")], 0, 40, "bytes",
                description="Only where NVML is available (the gpu image)."),

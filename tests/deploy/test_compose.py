@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose_spec.json").read_text(encoding="utf-8"))
-FILES = ("docker-compose.yml", "docker-compose.gpu.yml")
+FILES = ("docker-compose.yml", "docker-compose.gpu.yml", "docker-compose.postgres.yml")
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -71,7 +71,19 @@ def test_services_are_wired_together() -> None:
 
     assert export["profiles"] == ["export"] and export["restart"] == "no"
     assert _mounts(export)["/models"] == "models"
-    assert set(compose["volumes"]) >= {"models"}
+    assert set(compose["volumes"]) >= {"models", "feedback"}
+    store = labelserve["environment"]["LABELSERVE_STORE_URL"]  # on the writable volume, not the read-only root
+    assert store == "sqlite:////var/lib/labelserve/feedback.sqlite3" and _mounts(labelserve)["/var/lib/labelserve"]
+
+
+def test_the_postgres_override_moves_the_store_to_postgresql() -> None:
+    override = _load("docker-compose.postgres.yml")["services"]
+    postgres, labelserve = override["postgres"], override["labelserve"]
+    url = labelserve["environment"]["LABELSERVE_STORE_URL"]
+    assert url.startswith("postgresql://labelserve:") and url.endswith("@postgres:5432/labelserve")
+    assert labelserve["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert postgres["environment"]["POSTGRES_DB"] == "labelserve" and "pg_isready" in postgres["healthcheck"]["test"]
+    assert _mounts(postgres)["/var/lib/postgresql/data"] == "postgres-data"
 
 
 def test_the_gpu_override_reserves_a_gpu_for_the_gpu_image() -> None:

@@ -50,7 +50,7 @@ def test_panels_cover_what_operators_watch_and_use_the_provisioned_datasource() 
     titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for topic in ("throughput", "latency", "queue wait", "batch size", "rejections", "inference time", "queue depth",
                   "model versions", "gpu memory", "gpu utilisation", "connections", "file descriptors",
-                  "drifted labels", "baseline positive rate", "shadow"):
+                  "drifted labels", "baseline positive rate", "shadow", "feedback received", "precision and recall"):
         assert topic in titles, topic
     provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     uid = provisioned["datasources"][0]["uid"]
@@ -75,6 +75,10 @@ def test_every_metric_exists_in_a_real_scrape_and_every_query_parses(
                              "data": [base64.b64encode(data).decode()]}]}
         httpx.post(f"{server.url}/v2/models/tiny/infer", json=infer, timeout=30).raise_for_status()
         httpx.get(f"{server.url}/v2/models/tiny", timeout=30).raise_for_status()
+        answer_id = ok.json()["results"][0]["id"]
+        first_label = ok.json()["results"][0]["labels"][0]["name"]
+        httpx.post(f"{server.url}/v2/models/tiny/feedback", json={"id": answer_id, "labels": [first_label]},
+                   timeout=30).raise_for_status()
         time.sleep(1.0)  # a refresh of the per-label gauges
         samples = [sample for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
                    for sample in family.samples]

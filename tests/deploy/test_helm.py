@@ -69,6 +69,10 @@ def test_default_values_render_a_hardened_cpu_deployment(tmp_path: Path) -> None
     assert objects["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
     assert {m["name"]: m for m in container["volumeMounts"]}["models"]["readOnly"] is True
     assert deployment["spec"]["replicas"] == 2
+    # answers and feedback: each pod's own SQLite file on a writable emptyDir, the root being read-only
+    assert {v["name"]: v for v in pod["volumes"]}["store"] == {"name": "store", "emptyDir": {}}
+    assert {m["name"]: m for m in container["volumeMounts"]}["store"]["mountPath"] == "/var/lib/labelserve"
+    assert "env" not in container
     service = objects["Service"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"] == "http"
@@ -152,3 +156,12 @@ def test_single_node_claims_render_where_they_work(values: dict[str, Any], tmp_p
     expected = values["modelRepository"].get("persistentVolumeClaim", {}).get("accessModes")
     if claim is not None:
         assert claim["spec"]["accessModes"] == expected
+
+
+def test_a_shared_store_comes_from_a_secret(tmp_path: Path) -> None:
+    """Several pods share answers and feedback through PostgreSQL, whose URL (with its password) is a Secret's."""
+    objects = _objects({"store": {"existingSecret": "labelserve-store"}, "apiKey": {"existingSecret": "k"}}, tmp_path)
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in _container(objects["Deployment"])["env"]}
+    assert env == {"LABELSERVE_STORE_URL": {"name": "labelserve-store", "key": "url"},
+                   "LABELSERVE_API_KEY": {"name": "k", "key": "api-key"}}
+    assert_valid_kubernetes_object(objects["Deployment"])

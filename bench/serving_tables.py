@@ -166,3 +166,28 @@ def _monitoring(documents: list[dict[str, Any]]) -> str:
     lines += ["", f"Closed-loop clients on the same 2 cores; medians of {document['rounds']} alternated rounds of "
                   f"{document['seconds']:g} s; {document['created_at'][:16]} UTC."]
     return "\n".join(lines)
+
+
+@register_table("feedback", "bench/results/feedback.json")
+def _feedback(documents: list[dict[str, Any]]) -> str:
+    document = documents[0]
+    lines = ["| the camera the demo now sees | micro F1, validation thresholds | after `labelserve calibrate` | "
+             "labels whose threshold moved | labels better / worse |", "|---|---:|---:|---:|---|"]
+    for row in document["gain"]:
+        lines.append(f"| {row['shift']} | {row['micro_f1_before']:.3f} | **{row['micro_f1_after']:.3f}** | "
+                     f"{row['labels_changed']} of {len(row['per_label_f1_after'])} | {row['labels_better']} / "
+                     f"{row['labels_worse']} |")
+    summary = document["cost"]["summary"]
+    lines += ["", "| demo, 32 clients | img/s | p99 ms | feedback sent | feedback p99 ms |",
+              "|---|---:|---:|---:|---:|"]
+    for mode, row in summary.items():
+        feedback_p99 = "–" if row["feedback_p99_ms"] is None else _number(row["feedback_p99_ms"])
+        lines.append(f"| answers {mode} | {_number(row['images_per_s'])} | {_number(row['p99_ms'])} | "
+                     f"{row['feedback']:,} | {feedback_p99} |")
+    gain = document["gain"][0]
+    lines += ["", f"Feedback on {gain['feedback']} answers, F1 measured on the next {gain['measured']} scenes of the "
+                  f"generator (another seed than the validation split), each version answering the same images. "
+                  f"Kept / not kept: {document['cost']['kept_over_not_kept']:.3f}; with 32 reviewers / without: "
+                  f"{document['cost']['reviewers_over_none']:.3f} (medians of {document['rounds']} alternated rounds "
+                  f"of {document['seconds']:g} s, clients on the same 2 cores); {document['created_at'][:16]} UTC."]
+    return "\n".join(lines)

@@ -205,6 +205,26 @@ def test_the_predict_command_exits_non_zero_with_the_apis_message(
     assert main(["predict", "--url", server.url, str(tmp_path / "absent.jpg")]) == 2
 
 
+def test_the_predict_command_prints_each_answers_id_and_feedback_takes_it(
+        server: ServerProcess, scenes: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "--url", server.url, str(scenes[0])]) == 0
+    answer_id = capsys.readouterr().out.splitlines()[0].rsplit("  id ", 1)[1]
+    labels = Client(server.url).models().models[0].labels
+    assert main(["feedback", answer_id, "--model", "tiny", "--url", server.url, "--confirm", labels[0],
+                 "--reject", labels[1]]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"{answer_id} (tiny v1): present {labels[0]}; absent {labels[1]};")
+    assert main(["feedback", answer_id, "--model", "tiny", "--url", server.url, "--labels"]) == 0  # an empty image
+    assert f"present none; absent {', '.join(labels)}; 0 labels not said" in capsys.readouterr().out
+    assert main(["feedback", "no-such-answer", "--model", "tiny", "--url", server.url, "--labels"]) == 1
+    assert "HTTP 404, prediction_not_found" in capsys.readouterr().err
+    assert main(["feedback", answer_id, "--model", "tiny", "--url", server.url]) == 2  # nothing said
+    assert "--labels" in capsys.readouterr().err
+    with Client(server.url) as client:
+        known = client.feedback("tiny", answer_id, confirm=[labels[2]])
+    assert known.present == [labels[2]] and known.unknown == 0
+
+
 def test_the_command_runs_as_a_program(server: ServerProcess, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image", encoding="utf-8")

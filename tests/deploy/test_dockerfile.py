@@ -44,7 +44,9 @@ def test_cpu_and_gpu_targets_run_the_service_hardened() -> None:
         stage = stages[name]
         assert re.search(r"^USER 10001:10001$", stage, flags=re.MULTILINE), name
         assert "HEALTHCHECK" in stage and "/healthz" in stage, name
-        assert 'VOLUME ["/models"]' in stage and "LABELSERVE_MODEL_REPOSITORY=/models" in stage, name
+        assert 'VOLUME ["/models", "/var/lib/labelserve"]' in stage, name
+        assert "LABELSERVE_MODEL_REPOSITORY=/models" in stage, name
+        assert "LABELSERVE_STORE_URL=sqlite:////var/lib/labelserve/" in stage, name
         assert 'CMD ["python", "-m", "service"]' in stage, name
     assert "--add gpu-requirements.txt" in stages["gpu"] and "tensorrt_libs" in stages["gpu"]
     gpu_requirements = (ROOT / "docker" / "gpu-requirements.txt").read_text(encoding="utf-8")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import struct
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import InvalidParameterError
@@ -103,14 +103,12 @@ def load_json(raw: bytes, what: str) -> Any:
 
     Raises:
         InvalidParameterError: not UTF-8, not JSON, or nested too deeply for the decoder (a body of a few hundred
-            KB of `[[[...` makes `json.loads` raise RecursionError, which must not escape as a server error).
+            KB of `[[[...` is refused by the decoder, never a server error).
     """
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8 and nesting past orjson's limit (1024)
         raise _bad(f"{what} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise _bad(f"{what} is nested too deeply to be parsed") from None
 
 
 def _parse_json(header: bytes) -> InferRequest:
@@ -250,14 +248,14 @@ def encode_response(model: str, version: int, request_id: str | None, outputs: l
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = output.values.astype(np.float32).ravel().tolist()
+            entry["data"] = np.ascontiguousarray(output.values, dtype=np.float32).ravel()  # orjson writes it as is
         described.append(entry)
     document: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": described}
     if request_id is not None:
         document["id"] = request_id
     if parameters:
         document["parameters"] = parameters
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

@@ -127,6 +127,8 @@ def test_a_nonsense_deadline_is_422(model_repository: Path, val_jpegs: Images, v
 def test_the_key_guards_the_inference_protocol_but_not_its_health(guarded: TestClient) -> None:
     assert_error(guarded.post("/v2/models/tiny/infer", content=b"{}"), 401, "unauthorized")
     assert_error(guarded.get("/v2/models/tiny"), 401, "unauthorized")
+    assert_error(guarded.post("/v2/models/tiny/feedback", json={"id": "x", "labels": []}), 401, "unauthorized")
+    assert_error(guarded.get("/v2/models/tiny/stats"), 401, "unauthorized")
     assert guarded.get("/v2/models/tiny", headers={"X-API-Key": KEY}).status_code == 200
     for path in ("/v2", "/v2/health/live", "/v2/health/ready"):
         assert guarded.get(path).status_code == 200, path

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,8 +41,9 @@ from service.errors import (
     client_fault,
     error_response,
 )
+from service.gate import ComputeGate, Slots
 
-__all__ = ["AdmissionMiddleware", "arrival_time", "buffered_body", "is_inference"]
+__all__ = ["AdmissionMiddleware", "arrival_time", "buffered_body"]
 
 _ARRIVAL_KEY = "labelserve_arrival"
 _BODY_KEY = "labelserve_body"
@@ -55,14 +55,6 @@ def buffered_body(scope: Scope) -> bytes | None:
     re-reading it through Starlette's stream makes (a 640x480 JPEG is 100-200 KB)."""
     body = scope.get("state", {}).get(_BODY_KEY)
     return body if isinstance(body, bytes) else None
-
-
-def is_inference(scope: Scope) -> bool:
-    """POST /predict and POST /v2/models/.../infer: the requests that cost model time."""
-    if scope["type"] != "http" or scope.get("method") != "POST":
-        return False
-    path: str = scope.get("path", "")
-    return path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 def arrival_time(scope: Scope) -> float:
@@ -78,57 +70,18 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
-class _Slots:
-    """At most `limit` holders; others wait up to `wait_s` in arrival order for a slot to be handed over."""
-
-    def __init__(self, limit: int, wait_s: float) -> None:
-        self.limit = limit
-        self.wait_s = wait_s
-        self.held = 0
-        self.waiting: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> bool:
-        """Take a slot, waiting for one up to `wait_s` behind the requests that came earlier."""
-        if self.held < self.limit and not self.waiting:
-            self.held += 1
-            return True
-        if self.wait_s <= 0:
-            return False
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append(turn)
-        try:
-            await asyncio.wait_for(turn, self.wait_s)  # a slot handed over by release() resolves it
-            return True
-        except TimeoutError:
-            return False
-        except asyncio.CancelledError:  # the client left; a slot handed over meanwhile goes to the next in line
-            if turn.done() and not turn.cancelled():
-                self.release()
-            raise
-        finally:
-            if turn in self.waiting:
-                self.waiting.remove(turn)
-
-    def release(self) -> None:
-        """Hand the slot to the longest-waiting request still waiting, or free it."""
-        while self.waiting:
-            turn = self.waiting.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self.held -= 1
-
-
 class AdmissionMiddleware:
     """Reads every request body in full within its budget (upload stage), then lets at most `max_in_flight`
     inference requests compute at a time (compute stage); each stage's door waits up to `wait_s`, then 503."""
 
-    def __init__(self, app: ASGIApp, max_in_flight: int, max_uploads: int = 1024,
+    def __init__(self, app: ASGIApp, inference: Callable[[Scope], bool], max_in_flight: int = 256,
+                 max_uploads: int = 1024,
                  upload_buffer_bytes: int = 512 << 20, request_timeout_s: float = 30.0,
                  on_refused: Callable[[], None] = lambda: None, retry_after_s: int = 1, wait_s: float = 0.0,
-                 authorize: Authorize | None = None) -> None:
-        for name, value in (("max_in_flight", max_in_flight), ("max_uploads", max_uploads),
-                            ("upload_buffer_bytes", upload_buffer_bytes)):
+                 authorize: Authorize | None = None, gate: ComputeGate | None = None) -> None:
+        """`gate` is the server's compute gate, shared with the other protocols (default: one of `max_in_flight`
+        slots of its own); `inference` tells the requests that cost model time (service.protocols)."""
+        for name, value in (("max_uploads", max_uploads), ("upload_buffer_bytes", upload_buffer_bytes)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if wait_s < 0:
@@ -140,13 +93,12 @@ class AdmissionMiddleware:
         self.buffered_bytes = 0
         self._authorize = authorize
         self._retry_after_s = retry_after_s
-        self._compute = _Slots(max_in_flight, wait_s)
-        self._uploads = _Slots(max_uploads, wait_s)
+        self._compute = gate if gate is not None else ComputeGate(max_in_flight, wait_s, retry_after_s, on_refused)
+        self._is_inference = inference
+        self._uploads = Slots(max_uploads, wait_s)
         waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
         # Rendered once: a refusal must cost as little as possible, since refused clients come straight back.
-        self._busy_computing = error_response(ServerBusyError(
-            f"the server is handling its limit of {max_in_flight} inference requests (LABELSERVE_MAX_IN_FLIGHT)"
-            f"{waited}; retry after {retry_after_s} s", retry_after_s=retry_after_s))
+        self._busy_computing = error_response(self._compute.busy)
         self._busy_uploading = error_response(ServerBusyError(
             f"the server is receiving its limit of {max_uploads} request bodies (LABELSERVE_MAX_UPLOADS)"
             f"{waited}; retry after {retry_after_s} s", retry_after_s=retry_after_s))
@@ -154,7 +106,7 @@ class AdmissionMiddleware:
     @property
     def in_flight(self) -> int:
         """Inference requests computing now."""
-        return self._compute.held
+        return self._compute.in_flight
 
     @property
     def uploading(self) -> int:
@@ -167,7 +119,7 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})[_ARRIVAL_KEY] = time.monotonic()
-        inference = is_inference(scope)
+        inference = self._is_inference(scope)
         if inference and self._authorize is not None and (denied := self._authorize(scope)) is not None:
             await error_response(denied)(scope, receive, send)  # before a byte of the body is read
             return
@@ -194,8 +146,7 @@ class AdmissionMiddleware:
             self.buffered_bytes -= len(body)
 
     async def _compute_stage(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self._compute.acquire():
-            self.on_refused()
+        if not await self._compute.acquire():  # the gate counts the refusal
             await self._busy_computing(scope, receive, send)
             return
         try:

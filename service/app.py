@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from service.admission import AdmissionMiddleware
 from service.errors import install_error_handlers
+from service.gate import ComputeGate
 from service.gpu_metrics import register_gpu_metrics
 from service.label_metrics import LabelGauges, refresh_forever
 from service.limits import RequestSizeLimitMiddleware
@@ -24,6 +25,7 @@ from service.observability import Metrics, RequestObservabilityMiddleware
 from service.oip import router as oip_router
 from service.pipeline import DecodeLimits
 from service.predictor import Predictor
+from service.protocols import is_inference
 from service.repository import ModelRepository
 from service.routes import health_router, metrics_router, models_router, page_router, predict_router
 from service.routes._auth import scope_authorizer
@@ -116,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          max_image_pixels=settings.max_image_pixels),
                             torch_jpeg_device=settings.torch_device if settings.jpeg_decode == "torch" else None,
                             shadow_for=repository.shadow_for),
+        gate=ComputeGate(settings.in_flight_limit, settings.admission_wait_s,
+                         on_refused=metrics.admission_rejections.inc),
     )
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
     app.state.labelserve = state
@@ -123,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (predict_router, models_router, health_router, metrics_router, oip_router, page_router):
         app.include_router(router)
     # Added innermost first: observability, then the size limit, then admission (which reads the bodies), then routes.
-    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.in_flight_limit, max_uploads=settings.max_uploads,
+    app.add_middleware(AdmissionMiddleware, inference=is_inference, gate=state.gate, max_uploads=settings.max_uploads,
                        upload_buffer_bytes=settings.upload_buffer_bytes, request_timeout_s=settings.request_timeout_s,
                        on_refused=metrics.admission_rejections.inc, wait_s=settings.admission_wait_s,
                        authorize=scope_authorizer(settings))

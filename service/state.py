@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.gate import ComputeGate
 from service.observability import Metrics
 from service.predictor import Predictor
 from service.repository import ModelRepository
@@ -24,6 +25,7 @@ class ServiceState:
     metrics: Metrics
     repository: ModelRepository
     predictor: Predictor
+    gate: ComputeGate  # the compute slots every protocol takes (service.gate)
     ready: bool = False
     store: Store | None = None  # answers and feedback; None until the lifespan opened it (or when it could not)
 

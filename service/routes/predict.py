@@ -35,7 +35,7 @@ from service.routes._guard import read_body, run_guarded
 from service.settings import Settings
 from service.state import app_state
 
-__all__ = ["PredictParameters", "router"]
+__all__ = ["PredictParameters", "is_inference_path", "router"]
 
 FILES_FIELD = "files"
 _ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
@@ -142,3 +142,8 @@ async def predict(request: Request) -> Response:
             "results": [_result(answer, answer_id) for answer, answer_id in zip(answers, ids, strict=True)]}
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
                     headers={PREDICTION_IDS_HEADER: ",".join(ids)})
+
+
+def is_inference_path(path: str) -> bool:
+    """Whether a POST to `path` is a prediction (admission's compute stage applies to it)."""
+    return path == "/predict"

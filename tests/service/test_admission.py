@@ -10,6 +10,7 @@ import time
 import pytest
 
 from service.admission import AdmissionMiddleware
+from service.protocols import is_inference
 
 SCOPE = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
 
@@ -48,7 +49,7 @@ async def request(app: AdmissionMiddleware, name: str) -> tuple[int, dict, float
 def test_without_a_wait_the_request_over_the_limit_is_refused_at_once() -> None:
     async def main() -> None:
         route = Gated()
-        app = AdmissionMiddleware(route, max_in_flight=1, wait_s=0.0)
+        app = AdmissionMiddleware(route, is_inference, max_in_flight=1, wait_s=0.0)
         holder = asyncio.create_task(request(app, "holder"))
         await asyncio.sleep(0.01)
         status, body, seconds = await request(app, "refused")
@@ -63,17 +64,17 @@ def test_without_a_wait_the_request_over_the_limit_is_refused_at_once() -> None:
 def test_waiting_requests_take_freed_slots_in_arrival_order() -> None:
     async def main() -> None:
         route = Gated()
-        app = AdmissionMiddleware(route, max_in_flight=1, wait_s=2.0)
+        app = AdmissionMiddleware(route, is_inference, max_in_flight=1, wait_s=2.0)
         tasks = []
         for name in ("first", "second", "third"):
             tasks.append(asyncio.create_task(request(app, name)))
             await asyncio.sleep(0.01)
-        assert route.admitted == ["first"] and len(app._compute.waiting) == 2
+        assert route.admitted == ["first"] and len(app._compute.slots.waiting) == 2
         route.gate.set()  # each answer hands its slot to the next in line
         results = await asyncio.gather(*tasks)
         assert [status for status, _, _ in results] == [200, 200, 200]
         assert route.admitted == ["first", "second", "third"]
-        assert app.in_flight == 0 and not app._compute.waiting
+        assert app.in_flight == 0 and not app._compute.slots.waiting
 
     asyncio.run(main())
 
@@ -81,7 +82,7 @@ def test_waiting_requests_take_freed_slots_in_arrival_order() -> None:
 def test_a_request_that_waited_its_time_in_vain_is_refused_and_the_wait_is_said() -> None:
     async def main() -> None:
         route = Gated()
-        app = AdmissionMiddleware(route, max_in_flight=1, wait_s=0.2)
+        app = AdmissionMiddleware(route, is_inference, max_in_flight=1, wait_s=0.2)
         holder = asyncio.create_task(request(app, "holder"))
         await asyncio.sleep(0.01)
         status, body, seconds = await request(app, "late")
@@ -89,7 +90,7 @@ def test_a_request_that_waited_its_time_in_vain_is_refused_and_the_wait_is_said(
         assert 0.2 <= seconds < 1.0 and "after waiting 0.2 s" in body["error"]
         route.gate.set()
         await holder
-        assert app.in_flight == 0 and not app._compute.waiting
+        assert app.in_flight == 0 and not app._compute.slots.waiting
 
     asyncio.run(main())
 
@@ -97,7 +98,7 @@ def test_a_request_that_waited_its_time_in_vain_is_refused_and_the_wait_is_said(
 def test_a_client_that_leaves_while_waiting_loses_its_place_and_leaks_no_slot() -> None:
     async def main() -> None:
         route = Gated()
-        app = AdmissionMiddleware(route, max_in_flight=1, wait_s=5.0)
+        app = AdmissionMiddleware(route, is_inference, max_in_flight=1, wait_s=5.0)
         holder = asyncio.create_task(request(app, "holder"))
         await asyncio.sleep(0.01)
         leaving = asyncio.create_task(request(app, "leaving"))
@@ -110,7 +111,7 @@ def test_a_client_that_leaves_while_waiting_loses_its_place_and_leaks_no_slot() 
         with pytest.raises(asyncio.CancelledError):
             await leaving
         assert route.admitted == ["holder", "staying"]
-        assert app.in_flight == 0 and not app._compute.waiting
+        assert app.in_flight == 0 and not app._compute.slots.waiting
 
     asyncio.run(main())
 
@@ -119,8 +120,8 @@ def test_other_routes_are_never_held_at_the_door() -> None:
     async def main() -> None:
         route = Gated()
         route.gate.set()
-        app = AdmissionMiddleware(route, max_in_flight=1, wait_s=5.0)
-        app._compute.held = 1  # every slot taken
+        app = AdmissionMiddleware(route, is_inference, max_in_flight=1, wait_s=5.0)
+        app._compute.slots.held = 1  # every slot taken
         messages: list[dict] = []
 
         async def send(message: dict) -> None:
@@ -134,7 +135,7 @@ def test_other_routes_are_never_held_at_the_door() -> None:
 
 def test_a_negative_wait_is_refused() -> None:
     with pytest.raises(ValueError, match="wait_s"):
-        AdmissionMiddleware(Gated(), max_in_flight=1, wait_s=-1)
+        AdmissionMiddleware(Gated(), is_inference, max_in_flight=1, wait_s=-1)
 
 
 class Upload:
@@ -191,7 +192,7 @@ async def post(app: AdmissionMiddleware, upload: Upload, scope: dict | None = No
 def test_the_app_gets_the_whole_body_in_one_message_and_the_bytes_are_given_back() -> None:
     async def main() -> None:
         route = Echo()
-        app = AdmissionMiddleware(route, max_in_flight=1, upload_buffer_bytes=100)
+        app = AdmissionMiddleware(route, is_inference, max_in_flight=1, upload_buffer_bytes=100)
         assert await post(app, Upload(b"abc", b"def")) == (200, b"abcdef")
         assert route.bodies == [b"abcdef"] and app.buffered_bytes == 0 and app.uploading == 0
 
@@ -201,7 +202,7 @@ def test_the_app_gets_the_whole_body_in_one_message_and_the_bytes_are_given_back
 def test_a_slow_upload_holds_no_compute_slot() -> None:
     async def main() -> None:
         route = Echo()
-        app = AdmissionMiddleware(route, max_in_flight=1, wait_s=0.0)
+        app = AdmissionMiddleware(route, is_inference, max_in_flight=1, wait_s=0.0)
         slow = Upload(b"slo", b"w!!")
         slow.release.clear()  # its body does not arrive yet
         waiting = asyncio.create_task(post(app, slow))
@@ -216,7 +217,7 @@ def test_a_slow_upload_holds_no_compute_slot() -> None:
 
 def test_beyond_the_upload_slots_a_request_waits_at_the_door_body_unread_then_is_refused() -> None:
     async def main() -> None:
-        app = AdmissionMiddleware(Echo(), max_in_flight=4, max_uploads=1, wait_s=0.1)
+        app = AdmissionMiddleware(Echo(), is_inference, max_in_flight=4, max_uploads=1, wait_s=0.1)
         slow = Upload(b"abcdef")
         slow.release.clear()
         holder = asyncio.create_task(post(app, slow))
@@ -233,7 +234,7 @@ def test_beyond_the_upload_slots_a_request_waits_at_the_door_body_unread_then_is
 
 def test_a_body_that_would_pass_the_byte_budget_is_refused_and_holds_nothing() -> None:
     async def main() -> None:
-        app = AdmissionMiddleware(Echo(), max_in_flight=1, upload_buffer_bytes=8)
+        app = AdmissionMiddleware(Echo(), is_inference, max_in_flight=1, upload_buffer_bytes=8)
         status, body = await post(app, Upload(b"12345", b"67890"))
         assert (status, body["code"]) == (503, "server_busy") and "LABELSERVE_UPLOAD_BUFFER_BYTES" in body["error"]
         assert app.buffered_bytes == 0
@@ -244,7 +245,7 @@ def test_a_body_that_would_pass_the_byte_budget_is_refused_and_holds_nothing() -
 
 def test_a_body_not_in_by_the_deadline_is_the_clients_408() -> None:
     async def main() -> None:
-        app = AdmissionMiddleware(Echo(), max_in_flight=1, request_timeout_s=0.2)
+        app = AdmissionMiddleware(Echo(), is_inference, max_in_flight=1, request_timeout_s=0.2)
         stalled = Upload(b"abc", b"def")
         stalled.release.clear()
         started = time.monotonic()
@@ -259,7 +260,7 @@ def test_a_client_gone_mid_body_is_a_499_or_what_the_http_layer_answered_it_with
     from service.errors import RequestTimeoutError, record_protocol_error
 
     async def main() -> None:
-        app = AdmissionMiddleware(Echo(), max_in_flight=1)
+        app = AdmissionMiddleware(Echo(), is_inference, max_in_flight=1)
         gone = Upload()  # the first receive is a disconnect
         status, body = await post(app, gone)
         assert (status, body["code"]) == (499, "client_disconnected")
@@ -276,7 +277,8 @@ def test_an_unauthorised_inference_request_is_refused_before_its_body_is_read() 
     from service.errors import UnauthorizedError
 
     async def main() -> None:
-        app = AdmissionMiddleware(Echo(), max_in_flight=1, authorize=lambda scope: UnauthorizedError("no key"))
+        app = AdmissionMiddleware(Echo(), is_inference, max_in_flight=1,
+                                  authorize=lambda scope: UnauthorizedError("no key"))
         upload = Upload(b"abcdef")
         status, body = await post(app, upload)
         assert (status, body["code"]) == (401, "unauthorized") and upload.reads == 0

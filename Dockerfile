@@ -3,7 +3,7 @@
 #   cpu  slim Python, onnxruntime (CPU), the serve extra only: no torch        docker build --target cpu -t labelserve:cpu .
 #   gpu  onnxruntime-gpu (CUDA and TensorRT providers), TensorRT, torch and
 #        the export extra so `labelserve export` runs; CUDA 13 from PyPI        docker build --target gpu -t labelserve:gpu .
-# The model repository is a volume at /models; the service runs as UID 10001 on port 8000.
+# The model repository is a volume at /models; the service runs as UID 10001 on port 8000 (HTTP) and 8001 (gRPC).
 #
 # Dependencies are installed in layers of their own, from the lists that docker/requirements.py reads out of
 # pyproject.toml, before the source is copied: editing the code rebuilds only the small layer that installs it.
@@ -33,7 +33,7 @@ FROM ${PYTHON_IMAGE} AS cpu
 # the image's user owns, so a volume mounted there starts writable; /models may be read-only. For several replicas
 # point LABELSERVE_STORE_URL at PostgreSQL (docker-compose.postgres.yml, the Helm chart's store.url).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000 \
+    LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000 LABELSERVE_GRPC_PORT=8001 \
     LABELSERVE_STORE_URL=sqlite:////var/lib/labelserve/feedback.sqlite3
 RUN groupadd --system --gid 10001 labelserve \
     && useradd --system --uid 10001 --gid labelserve --no-create-home --shell /usr/sbin/nologin labelserve \
@@ -49,7 +49,7 @@ RUN pip install --no-index --find-links /tmp/project "labelserve[serve]==0.1.0" 
 USER 10001:10001
 WORKDIR /home/labelserve
 VOLUME ["/models", "/var/lib/labelserve"]
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 STOPSIGNAL SIGTERM
@@ -74,7 +74,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
     LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cu13/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib:/opt/venv/lib/python3.11/site-packages/tensorrt_libs \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000 \
+    LABELSERVE_MODEL_REPOSITORY=/models LABELSERVE_HOST=0.0.0.0 LABELSERVE_PORT=8000 LABELSERVE_GRPC_PORT=8001 \
     LABELSERVE_EXECUTION_PROVIDERS=tensorrt,cuda,cpu \
     LABELSERVE_STORE_URL=sqlite:////var/lib/labelserve/feedback.sqlite3
 RUN python -m venv /opt/venv \
@@ -91,7 +91,7 @@ RUN pip install --no-deps /tmp/project/labelserve-*.whl && rm -rf /tmp/project
 USER 10001:10001
 WORKDIR /home/labelserve
 VOLUME ["/models", "/var/lib/labelserve"]
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 STOPSIGNAL SIGTERM

@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-images test-gpu-image screenshot lint demo bench-engine bench-load bench-service gpu-prep clean
+.PHONY: serve test test-images test-gpu-image screenshot grpc lint demo bench-engine bench-load bench-service gpu-prep clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ test-gpu-image: $(TOOLS_STAMP)
 # The README's picture of the page (docs/page.png), retaken by its e2e test; a plain test run leaves the file alone.
 screenshot: $(TOOLS_STAMP)
 	LABELSERVE_UPDATE_SCREENSHOT=1 $(BIN)/pytest tests/e2e/test_page_e2e.py -k labels_equal $(PYTEST_ARGS)
+
+# The gRPC code generated from the vendored protos (service/oip_grpc/proto); a test fails while it is stale.
+grpc: $(TOOLS_STAMP)
+	$(BIN)/python scripts/generate_grpc.py
 
 bench-engine: demo
 	$(BIN)/python -m bench.engine --repository $(REPOSITORY) --model demo

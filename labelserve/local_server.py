@@ -29,6 +29,7 @@ __all__ = ["ServerProcess", "share_priority", "start_server"]
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
 _WORKERS = re.compile(r"running on http://[0-9.]+:\d+ with (\d+) workers")
 _WORKER_READY = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
+_GRPC = re.compile(r"gRPC \(KServe v2 GRPCInferenceService\) running on ([0-9.]+:\d+)")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 Entry = Literal["service", "cli"]
 _COMMANDS: dict[Entry, list[str]] = {"service": ["-m", "service"], "cli": ["-m", "labelserve.cli", "serve"]}
@@ -56,6 +57,14 @@ class ServerProcess:
             except json.JSONDecodeError:
                 continue
         return records
+
+    @property
+    def grpc_target(self) -> str:
+        """`host:port` of the server's gRPC endpoint (OIP over gRPC), from its startup log."""
+        match = _GRPC.search(self.log())
+        if match is None:
+            raise AssertionError(f"the server logged no gRPC address (LABELSERVE_GRPC=false?):\n{self.log()}")
+        return match.group(1)
 
     def worker_pids(self) -> dict[int, int]:
         """Worker index -> process id of the worker serving now, from the supervisor's "ready" lines."""
@@ -109,7 +118,7 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 def _environment(repository: Path, settings: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELSERVE_")}
     env.update({"LABELSERVE_MODEL_REPOSITORY": str(repository), "LABELSERVE_HOST": "127.0.0.1",
-                "LABELSERVE_PORT": "0", "PYTHONUNBUFFERED": "1"})
+                "LABELSERVE_PORT": "0", "LABELSERVE_GRPC_PORT": "0", "PYTHONUNBUFFERED": "1"})
     env.update({f"LABELSERVE_{k.upper()}": v for k, v in settings.items()})
     return env
 

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.errors import (
     RequestTimeoutError,
     ServerBusyError,
@@ -132,7 +133,8 @@ class AdmissionMiddleware:
             await self._busy_uploading(scope, receive, send)
             return
         try:
-            body = await self._read_body(scope, receive)
+            with tracing.span("body read"):
+                body = await self._read_body(scope, receive)
         except ServiceError as error:
             await error_response(error)(scope, receive, send)
             return
@@ -146,7 +148,9 @@ class AdmissionMiddleware:
             self.buffered_bytes -= len(body)
 
     async def _compute_stage(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self._compute.acquire():  # the gate counts the refusal
+        with tracing.span("admission wait"):
+            admitted = await self._compute.acquire()
+        if not admitted:  # the gate counts the refusal
             await self._busy_computing(scope, receive, send)
             return
         try:

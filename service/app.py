@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service import tracing
 from service.admission import AdmissionMiddleware
 from service.errors import install_error_handlers
 from service.gate import ComputeGate
@@ -23,6 +24,7 @@ from service.label_metrics import LabelGauges, refresh_forever
 from service.limits import RequestSizeLimitMiddleware
 from service.observability import Metrics, RequestObservabilityMiddleware
 from service.oip import router as oip_router
+from service.oip_grpc import GrpcServer
 from service.pipeline import DecodeLimits
 from service.predictor import Predictor
 from service.protocols import is_inference
@@ -47,11 +49,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher: asyncio.Task[None] | None = None
     refresher: asyncio.Task[None] | None = None
     purger: asyncio.Task[None] | None = None
+    grpc_server: GrpcServer | None = None
     try:
         state.store = await _open_store(state)
         if state.store is not None:
             purger = asyncio.create_task(_purge_forever(state), name="store-retention")
         await state.repository.load_all()
+        if state.settings.grpc:
+            grpc_server = GrpcServer(state)
+            state.grpc_port = await grpc_server.start()
         state.ready = bool(state.repository.models())
         logger.info("startup took %.2f s; ready=%s, models: %s", time.monotonic() - started, state.ready,
                     ", ".join(f"{m.name} v{m.version}" for m in state.repository.models()) or "none")
@@ -69,6 +75,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 task.cancel()
         state.ready = False
         logger.info("shutting down: draining queued requests (up to %.1f s)", state.settings.drain_timeout_s)
+        if grpc_server is not None:  # calls running finish on the batchers, which drain after them
+            await grpc_server.stop(state.settings.drain_timeout_s)
         await state.repository.stop(state.settings.drain_timeout_s)
         if state.store is not None:
             await asyncio.to_thread(state.store.close)  # after the drain: the last answers are kept too
@@ -109,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: service settings; default `get_settings()` (the `LABELSERVE_*` environment).
     """
     settings = settings if settings is not None else get_settings()
+    if settings.tracing and not tracing.enabled():
+        tracing.enable()
     metrics = Metrics()
     register_gpu_metrics(metrics.registry)
     repository = ModelRepository(settings, metrics)

@@ -18,12 +18,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 
+from service import tracing
 from service.engines.base import Engine
 from service.errors import EngineError, NotReadyError, QueueFullError
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 __all__ = ["BatchObserver", "DynamicBatcher", "Outputs", "PendingItem"]
 
@@ -64,6 +68,7 @@ class PendingItem:
     attention: bool
     future: asyncio.Future[Outputs]
     enqueued_at: float = field(default_factory=time.monotonic)
+    trace: SpanContext | None = None  # the request's span, when it is traced (service.tracing)
 
 
 class _Stop:
@@ -158,7 +163,8 @@ class DynamicBatcher:
             raise NotReadyError(f"model {self.name!r} is not accepting requests (starting or shutting down)")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(PendingItem(array=array, attention=attention, future=future))
+            self._queue.put_nowait(PendingItem(array=array, attention=attention, future=future,
+                                               trace=tracing.current_context()))
         except asyncio.QueueFull:
             self._observer.observe_rejection("queue_full")
             raise QueueFullError(f"model {self.name!r} has {self._queue.maxsize} images queued; retry shortly",
@@ -275,9 +281,11 @@ class DynamicBatcher:
         started = time.monotonic()
         for item in live:
             self._observer.observe_queue_wait(started - item.enqueued_at)
+            tracing.record_queue_wait(item.trace, item.enqueued_at, started)
         self._in_flight = live  # stop() fails these if it has to cancel us mid-batch
         try:
-            outputs = await self._execute(live)
+            with tracing.batch_span(self.name, len(live), [item.trace for item in live]):
+                outputs = await self._execute(live)
         except Exception as exc:
             self._in_flight = []
             logger.error("engine failed on a batch of %d for %s", len(live), self.name, exc_info=exc)

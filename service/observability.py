@@ -23,10 +23,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.errors import ERROR_CODE_HEADER
 
 __all__ = ["REQUEST_ID_HEADER", "JsonFormatter", "Metrics", "ModelObserver", "RequestObservabilityMiddleware",
-           "configure_logging", "current_request_id"]
+           "bind_request_id", "configure_logging", "current_request_id", "record_request", "request_id_or_new",
+           "unbind_request_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -304,10 +306,36 @@ def _route_label(scope: Scope, templates: dict[int, list[tuple[re.Pattern[str], 
 def _incoming_request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _VALID_REQUEST_ID.match(candidate):
-                return candidate
+            return request_id_or_new(value.decode("latin-1"))
     return uuid.uuid4().hex
+
+
+def request_id_or_new(candidate: str | None) -> str:
+    """The client's request id when it is a sane one (letters, digits, `._:-`, at most 128), else a new one."""
+    return candidate if candidate is not None and _VALID_REQUEST_ID.match(candidate) else uuid.uuid4().hex
+
+
+def bind_request_id(request_id: str) -> contextvars.Token[str | None]:
+    """Make `request_id` the id logged and answered for the work of this context (`current_request_id`)."""
+    return _REQUEST_ID.set(request_id)
+
+
+def unbind_request_id(token: contextvars.Token[str | None]) -> None:
+    """Undo `bind_request_id`."""
+    _REQUEST_ID.reset(token)
+
+
+def record_request(metrics: Metrics, method: str, route: str, path: str, status: int, error_code: str | None,
+                   elapsed_s: float, **fields: object) -> None:
+    """Count one answered request, time it and write its access log line: the same series and line for every
+    protocol (gRPC calls as method `GRPC`, their status the HTTP status of the same error), so one dashboard and one
+    5xx alert cover them all."""
+    metrics.requests.labels(method, route, str(status)).inc()
+    metrics.request_latency.labels(method, route).observe(elapsed_s)
+    if error_code is not None:
+        metrics.errors.labels(route, error_code).inc()
+    logger.info("%s %s %d %.1f ms", method, path, status, elapsed_s * 1000.0,
+                extra={"status": status, "route": route, "duration_ms": round(elapsed_s * 1000.0, 3), **fields})
 
 
 class RequestObservabilityMiddleware:
@@ -331,28 +359,35 @@ class RequestObservabilityMiddleware:
         in_flight = self.metrics.in_flight.labels(str(scope.get("method", "")))
         in_flight.inc()
 
+        traced = None
+
         async def send_with_id(message: Message) -> None:
             nonlocal status, error_code
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 headers = MutableHeaders(scope=message)
                 headers.append(REQUEST_ID_HEADER, request_id)
+                if (traceparent := tracing.traceparent_of(traced)) is not None:
+                    headers.append(tracing.TRACEPARENT, traceparent)
                 error_code = headers.get(ERROR_CODE_HEADER)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if tracing.enabled():
+                carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+                with tracing.server_span(f"{scope.get('method', '')} {scope.get('path', '')}", carrier,
+                                         {"http.request.method": str(scope.get("method", "")),
+                                          "url.path": str(scope.get("path", "")),
+                                          "labelserve.request_id": request_id}) as traced:
+                    await self.app(scope, receive, send_with_id)
+                    tracing.mark_status(traced, status)
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             in_flight.dec()
             elapsed = time.perf_counter() - started
             if self._templates is None:
                 self._templates = _full_templates(scope.get("app"))
-            route = _route_label(scope, self._templates)
-            method = str(scope.get("method", ""))
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_latency.labels(method, route).observe(elapsed)
-            if error_code is not None:
-                self.metrics.errors.labels(route, error_code).inc()
-            logger.info("%s %s %d %.1f ms", method, scope.get("path", ""), status, elapsed * 1000.0,
-                        extra={"status": status, "route": route, "duration_ms": round(elapsed * 1000.0, 3)})
+            record_request(self.metrics, str(scope.get("method", "")), _route_label(scope, self._templates),
+                           scope.get("path", ""), status, error_code, elapsed)
             _REQUEST_ID.reset(token)

@@ -13,6 +13,7 @@ import numpy as np
 
 from labelserve.image import display_size
 from labelserve.preprocess import PreprocessSpec, dct_scale_factor
+from service import tracing
 from service.batching import Outputs
 from service.pipeline import DecodeLimits, PostprocessOptions, Prediction, postprocess, to_network_input
 from service.pipeline.decode import decode_opened, is_plain_jpeg, open_checked
@@ -139,7 +140,9 @@ class Predictor:
         """
         with model.batcher.incoming():
             spec = model.manifest.input
-            array, size = await model.decode_pool.run(_prepare, upload, spec, self._limits, self._jpeg_for(spec))
+            with tracing.span("decode", **{"labelserve.bytes": len(upload.data)}):
+                array, size = await model.decode_pool.run(_prepare, upload, spec, self._limits,
+                                                          self._jpeg_for(spec))
             pending = self._submit(model, array, attention)
         return await pending, size
 

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     model_repository: Path = Field(default=Path("models"), description="root of <model>/<version>/ folders")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    grpc: bool = Field(default=True, description="serve the Open Inference Protocol over gRPC too (KServe v2 "
+                                                 "GRPCInferenceService, service/oip_grpc) on grpc_port")
+    grpc_port: int = Field(default=8001, ge=0, le=65535, description="gRPC port (Triton's default; 0: one the kernel "
+                                                                     "picks, logged)")
+    tracing: bool = Field(default=False, description="OpenTelemetry traces of every request, exported with OTLP as "
+                                                     "the OTEL_* variables say (the tracing extra; service/tracing.py)")
     log_level: str = "INFO"
     workers: int = Field(default=1, ge=1, description="server processes sharing the port, each with its own batchers "
                                                       "and engines (service/workers.py)")

@@ -27,6 +27,7 @@ class ServiceState:
     predictor: Predictor
     gate: ComputeGate  # the compute slots every protocol takes (service.gate)
     ready: bool = False
+    grpc_port: int | None = None  # where OIP over gRPC listens, once the lifespan started it
     store: Store | None = None  # answers and feedback; None until the lifespan opened it (or when it could not)
 
 

@@ -139,6 +139,8 @@ def run_workers(settings: Settings) -> int:
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 1
+    if per_worker.grpc and per_worker.grpc_port == 0:  # every worker must bind the same port: choose it here
+        per_worker = per_worker.model_copy(update={"grpc_port": _free_port(settings.host)})
     metrics_dir = Path(tempfile.mkdtemp(prefix="labelserve-metrics-"))
     # prometheus_client reads this when a worker imports it; spawned workers inherit the environment
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
@@ -157,6 +159,13 @@ def run_workers(settings: Settings) -> int:
         listener.close()
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _free_port(host: str) -> int:
+    """A port the kernel has free now (for gRPC's port 0 with several workers, which must all bind one port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _on_gpu(settings: Settings) -> bool:

@@ -7,6 +7,7 @@ whole suite pays for them once.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from PIL import Image
 from labelserve.bundle import Bundle, load_bundle
 from labelserve.image import open_rgb
 from labelserve.preprocess import preprocess
+
+# Apps built in these tests serve OIP over gRPC too: on a port the kernel picks, so that apps alive at once (module
+# fixtures) and parallel runs never fight for 8001. Servers started by labelserve.local_server do the same.
+os.environ.setdefault("LABELSERVE_GRPC_PORT", "0")
 
 TINY_IMAGE_SIZE = 64
 TINY_MODEL_NAME = "tiny"

@@ -12,7 +12,7 @@ import base64
 import binascii
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import InvalidParameterError
 
-__all__ = ["HEADER_LENGTH", "InferRequest", "OutputTensor", "RequestedOutput", "Tensor", "decode_request",
-           "encode_response", "load_json"]
+__all__ = ["HEADER_LENGTH", "InferRequest", "InputSpec", "OutputTensor", "RequestedOutput", "Tensor",
+           "decode_request", "decode_tensor", "encode_response", "load_json"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _LENGTH = struct.Struct("<I")
@@ -153,7 +153,7 @@ def _from_json_data(spec: InputSpec, count: int) -> np.ndarray | list[bytes]:
         values = np.asarray(flat, dtype=np.float64)  # ints past float64's range raise OverflowError here
     except OverflowError:
         raise _bad(f"input {spec.name!r}: FP32 'data' holds a number too large for a float") from None
-    return _finite_float32(values, spec.name)
+    return values  # checked and narrowed to float32 by decode_tensor
 
 
 def _finite_float32(values: np.ndarray, name: str) -> np.ndarray:
@@ -195,7 +195,7 @@ def _from_binary(spec: InputSpec, raw: bytes, count: int) -> np.ndarray | list[b
     if len(raw) != 4 * count:
         raise _bad(f"input {spec.name!r}: shape {spec.shape} of FP32 needs {4 * count} bytes, binary_data_size is "
                    f"{len(raw)}")
-    return _finite_float32(np.frombuffer(raw, dtype="<f4"), spec.name)
+    return np.frombuffer(raw, dtype="<f4")  # checked by decode_tensor
 
 
 def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest, list[Tensor]]:
@@ -209,32 +209,44 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest
     request = _parse_json(header)
     tensors, offset = [], 0
     for spec in request.inputs:
-        if spec.datatype not in ("FP32", "BYTES"):
-            raise _bad(f"input {spec.name!r} has datatype {spec.datatype}; this server takes FP32 or BYTES")
-        if any(d < 0 for d in spec.shape):
-            raise _bad(f"input {spec.name!r} has a negative dimension in shape {spec.shape}")
-        if len(spec.shape) > _MAX_RANK or any(d > _MAX_DIMENSION for d in spec.shape):
-            raise _bad(f"input {spec.name!r}: shape {str(spec.shape)[:100]} has more than {_MAX_RANK} dimensions "
-                       f"or one over {_MAX_DIMENSION}")
-        count = math.prod(spec.shape)
         size = spec.parameters.get("binary_data_size")
-        if size is None:
-            values = _from_json_data(spec, count)
-        else:
+        raw = None
+        if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise _bad(f"input {spec.name!r}: binary_data_size {size!r} does not fit the {len(binary) - offset} "
                            "bytes left after the header")
-            values = _from_binary(spec, binary[offset:offset + size], count)
+            raw = binary[offset:offset + size]
             offset += size
-        if isinstance(values, np.ndarray):
-            try:
-                values = values.reshape(spec.shape)
-            except ValueError as exc:  # an empty tensor whose other dimensions are too large for NumPy
-                raise _bad(f"input {spec.name!r} cannot have shape {spec.shape}: {exc}") from None
-        tensors.append(Tensor(spec.name, spec.datatype, tuple(spec.shape), values))
+        tensors.append(decode_tensor(spec, raw, lambda spec: _from_json_data(spec, math.prod(spec.shape))))
     if offset != len(binary):
         raise _bad(f"{len(binary)} bytes follow the JSON header, but the inputs' binary_data_size add up to {offset}")
     return request, tensors
+
+
+def decode_tensor(spec: InputSpec, raw: bytes | None,
+                  typed: Callable[[InputSpec], np.ndarray | list[bytes]]) -> Tensor:
+    """One input, from its raw bytes (the binary layout, shared by HTTP's binary extension and gRPC's raw contents)
+    or, without them, from its typed values (`typed`: JSON `data`, gRPC `contents`), checked against its shape.
+
+    Raises:
+        InvalidParameterError: an unsupported datatype, a shape out of bounds, values that do not fill the shape,
+            NaN or infinity (400).
+    """
+    if spec.datatype not in ("FP32", "BYTES"):
+        raise _bad(f"input {spec.name!r} has datatype {spec.datatype}; this server takes FP32 or BYTES")
+    if any(d < 0 for d in spec.shape):
+        raise _bad(f"input {spec.name!r} has a negative dimension in shape {spec.shape}")
+    if len(spec.shape) > _MAX_RANK or any(d > _MAX_DIMENSION for d in spec.shape):
+        raise _bad(f"input {spec.name!r}: shape {str(spec.shape)[:100]} has more than {_MAX_RANK} dimensions "
+                   f"or one over {_MAX_DIMENSION}")
+    values = _from_binary(spec, raw, math.prod(spec.shape)) if raw is not None else typed(spec)
+    if isinstance(values, np.ndarray):
+        values = _finite_float32(values, spec.name)
+        try:
+            values = values.reshape(spec.shape)
+        except ValueError as exc:  # an empty tensor whose other dimensions are too large for NumPy
+            raise _bad(f"input {spec.name!r} cannot have shape {spec.shape}: {exc}") from None
+    return Tensor(spec.name, spec.datatype, tuple(spec.shape), values)
 
 
 def encode_response(model: str, version: int, request_id: str | None, outputs: list[OutputTensor],

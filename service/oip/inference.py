@@ -24,7 +24,7 @@ from service.repository import ServedModel
 from service.retention import keep_answers, prediction_ids
 from service.state import ServiceState
 
-__all__ = ["BYTES_INPUT", "PROBABILITIES", "Guard", "InferAnswer", "infer", "output_specs"]
+__all__ = ["BYTES_INPUT", "PROBABILITIES", "Guard", "InferAnswer", "Results", "infer", "output_specs"]
 
 BYTES_INPUT = "image_bytes"
 PROBABILITIES = "probabilities"

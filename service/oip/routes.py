@@ -9,24 +9,24 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Coroutine
-from importlib.metadata import version as package_version
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
+from service import tracing
 from service.errors import InvalidParameterError, NotReadyError
 from service.observability import current_request_id
 from service.oip.codec import HEADER_LENGTH, decode_request, encode_response, load_json
 from service.oip.feedback import router as feedback_router
-from service.oip.inference import BYTES_INPUT, output_specs
 from service.oip.inference import infer as run_infer
+from service.oip.metadata import model_document, server_document
 from service.oip.statistics import router as statistics_router
 from service.oip.versions import parse_version
 from service.retention import PREDICTION_IDS_HEADER
 from service.routes._auth import require_api_key
 from service.routes._guard import read_body, run_guarded
-from service.state import ServiceState, StateDep, app_state
+from service.state import StateDep, app_state
 
 __all__ = ["is_inference_path", "router"]
 
@@ -34,29 +34,10 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 models_router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
-# Triton's platform names for what each engine runs (KServe leaves the field free-form).
-_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "torch_export"}
-
-
-def _metadata(state: ServiceState, name: str, version: int | None) -> dict[str, Any]:
-    model = state.repository.get(name, version)
-    served = [m.version for m in state.repository.models() if m.name == name]
-    return {
-        "name": model.name,
-        "versions": [str(version)] if version is not None else [str(v) for v in served],
-        "platform": _PLATFORMS.get(model.engine.info.name, model.engine.info.name),
-        "inputs": [{"name": model.manifest.input_name, "datatype": "FP32", "shape": [-1, *model.manifest.input.shape]},
-                   {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": output_specs(model),
-        "parameters": {"labels": list(model.manifest.labels), "thresholds": list(model.manifest.thresholds)},
-    }
-
-
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
     """Server name, version and protocol extensions."""
-    return {"name": "labelserve", "version": package_version("labelserve"),
-            "extensions": ["binary_tensor_data", "statistics", "model_repository"]}
+    return server_document()
 
 
 @router.get("/health/live")
@@ -77,7 +58,7 @@ async def ready(state: StateDep) -> Response:
 @models_router.get("/models/{name}/versions/{version}")
 async def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
     """Inputs, outputs, versions and labels of a served model."""
-    return _metadata(state, name, parse_version(version))
+    return model_document(state, name, parse_version(version))
 
 
 @models_router.get("/models/{name}/ready")
@@ -122,8 +103,9 @@ async def infer(request: Request) -> Response:
 
     answer = await run_infer(state, request.path_params["name"], parse_version(request.path_params.get("version")),
                              infer_request, tensors, request.scope, guard, current_request_id())
-    body, header_length = encode_response(answer.model, answer.version, answer.request_id, answer.outputs,
-                                          {"prediction_ids": answer.ids})
+    with tracing.span("encode"):
+        body, header_length = encode_response(answer.model, answer.version, answer.request_id, answer.outputs,
+                                              {"prediction_ids": answer.ids})
     headers = {PREDICTION_IDS_HEADER: ",".join(answer.ids)}
     if header_length is None:
         return Response(body, media_type="application/json", headers=headers)

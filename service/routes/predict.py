@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labelserve.schemas import PredictResponse
+from service import tracing
 from service.errors import (
     ImageTooLargeError,
     InvalidParameterError,
@@ -138,10 +139,11 @@ async def predict(request: Request) -> Response:
         await keep_answers(state.store, state.metrics, served.name, served.version, ids,
                            [answer.prediction.probabilities for answer in answers],
                            [upload.data if settings.retain_images else None for upload in uploads])
-    body = {"model": served.name, "version": served.version,
-            "results": [_result(answer, answer_id) for answer, answer_id in zip(answers, ids, strict=True)]}
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
-                    headers={PREDICTION_IDS_HEADER: ",".join(ids)})
+    with tracing.span("encode"):
+        body = {"model": served.name, "version": served.version,
+                "results": [_result(answer, answer_id) for answer, answer_id in zip(answers, ids, strict=True)]}
+        encoded = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(encoded, media_type="application/json", headers={PREDICTION_IDS_HEADER: ",".join(ids)})
 
 
 def is_inference_path(path: str) -> bool:

@@ -124,8 +124,11 @@ def test_the_runtime_serves_what_the_examples_ask_for(monkeypatch: pytest.Monkey
         assert model["runtime"] == runtime["metadata"]["name"]
         name, version = model["modelFormat"]["name"], model["modelFormat"].get("version")
         assert any(name == n and version in (None, v) for n, v in formats), f"no runtime format for {name} {version}"
-        assert model["protocolVersion"] in runtime["spec"]["protocolVersions"] == ["v2"]
+        assert model["protocolVersion"] in runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
         assert model["storageUri"].startswith("pvc://")
+        if model["protocolVersion"] == "grpc-v2":  # Knative sends gRPC to the one port named h2c: the gRPC port
+            assert [(p["name"], p["containerPort"]) for p in model["ports"]] == [("h2c", int(_env(container)[
+                "LABELSERVE_GRPC_PORT"]))]
 
     env = _env(container)
     for name, value in env.items():
@@ -134,7 +137,7 @@ def test_the_runtime_serves_what_the_examples_ask_for(monkeypatch: pytest.Monkey
     assert set(env) <= {f"LABELSERVE_{field.upper()}" for field in Settings.model_fields}
     assert str(settings.model_repository) == MODEL_MOUNT and settings.host == "0.0.0.0"
     ports = {port["containerPort"] for port in container["ports"]}
-    assert ports == {settings.port}
+    assert ports == {settings.port} and settings.grpc and settings.grpc_port == 9000
     client = TestClient(create_app(settings))  # no lifespan: nothing loads, but every route answers
     probed = [container[probe]["httpGet"] for probe in ("readinessProbe", "livenessProbe")]
     for get in probed:

@@ -16,10 +16,12 @@ from service.settings import Settings
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_labelserve_environment() -> Iterator[None]:
-    """Tests build their Settings explicitly; stray LABELSERVE_* variables of the shell must not leak in."""
+    """Tests build their Settings explicitly; stray LABELSERVE_* variables of the shell must not leak in. gRPC
+    listens on a port the kernel picks: apps alive at once (module fixtures) must not fight for 8001."""
     with pytest.MonkeyPatch.context() as patch:
         for name in [n for n in os.environ if n.startswith("LABELSERVE_")]:
             patch.delenv(name)
+        patch.setenv("LABELSERVE_GRPC_PORT", "0")
         yield
 
 

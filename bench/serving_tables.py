@@ -191,3 +191,26 @@ def _feedback(documents: list[dict[str, Any]]) -> str:
                   f"{document['cost']['reviewers_over_none']:.3f} (medians of {document['rounds']} alternated rounds "
                   f"of {document['seconds']:g} s, clients on the same 2 cores); {document['created_at'][:16]} UTC."]
     return "\n".join(lines)
+
+
+_PROTOCOL_NAMES = {"predict": "`/predict` (multipart)", "oip-http": "OIP over HTTP (binary)", "grpc": "OIP over gRPC"}
+
+
+@register_table("protocols", "bench/results/protocols.json")
+def _protocols(documents: list[dict[str, Any]]) -> str:
+    document = documents[0]
+    lines = ["| model | server | protocol | clients | img/s | p50 ms | p99 ms | errors |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    models = list(dict.fromkeys(row["model"] for row in document["rows"]))
+    order = list(_PROTOCOL_NAMES)
+    rows = sorted(document["rows"], key=lambda row: (models.index(row["model"]), row["concurrency"],
+                                                     order.index(row["protocol"]), row["server"] == "labelserve"))
+    for row in rows:
+        server = "this version" if row["server"] == "labelserve" else f"before (`{row['server']}`)"
+        lines.append(f"| {row['model']} | {server} | {_PROTOCOL_NAMES[row['protocol']]} | {row['concurrency']} | "
+                     f"{_number(row['images_per_s'])} | {_number(row['p50_ms'])} | {_number(row['p99_ms'])} | "
+                     f"{row['errors']} |")
+    lines += ["", f"Medians of {document['rounds']} rounds of {document['seconds']:g} s per cell, the protocols' "
+                  "order rotated every round, one server with default settings, 640x480 JPEGs, one image per "
+                  f"request; {document['machine']['cpu_count']} cores shared by the server and the clients."]
+    return "\n".join(lines)

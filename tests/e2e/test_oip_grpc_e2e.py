@@ -10,6 +10,7 @@ The test process imports tritonclient's generated messages, which define the sam
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,14 @@ def test_the_api_key_comes_in_metadata_and_health_stays_open(guarded_server: Ser
         client.get_model_metadata("tiny", headers={})
     for headers in ({"x-api-key": KEY}, {"authorization": f"Bearer {KEY}"}):
         assert client.get_model_metadata("tiny", headers=headers, as_json=True)["name"] == "tiny"
+
+
+def test_workers_share_one_grpc_port(model_repository: Path, tmp_path: Path, val_jpegs: Images) -> None:
+    """With several workers, gRPC port 0 is chosen once by the supervisor and every worker binds it."""
+    with start_server(model_repository, tmp_path, workers="2") as server:
+        ports = re.findall(r"GRPCInferenceService\) running on [0-9.]+:(\d+)", server.log())
+        assert len(ports) == 2 and len(set(ports)) == 1, ports
+        client = triton.InferenceServerClient(server.grpc_target)
+        for _ in range(8):
+            assert client.infer("tiny", [_bytes_input(val_jpegs[:1])]).as_numpy("probabilities").shape[0] == 1
+        server.stop()

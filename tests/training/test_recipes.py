@@ -65,8 +65,6 @@ def test_onecycle_starts_and_ends_at_the_configured_fractions() -> None:
 def test_the_pretrained_config_is_the_bench_recipe_its_figures_come_from() -> None:
     """configs/pretrained.yaml (issue 19: the recipe README credits lived only in bench/accuracy.py) must stay the
     pretrained preset's query2label+ASL row, or the figures the guide quotes for it would not be its own."""
-    import dataclasses
-
     from bench.accuracy import PRESETS, method_overrides, rows
 
     preset = PRESETS["pretrained"]
@@ -76,6 +74,6 @@ def test_the_pretrained_config_is_the_bench_recipe_its_figures_come_from() -> No
     assert (shipped.model, shipped.loss, shipped.optim, shipped.task, shipped.seed) == (
         bench.model, bench.loss, bench.optim, bench.task, bench.seed)
     # the loader's worker processes are the machine's business, not the recipe's
-    assert dataclasses.replace(shipped.data, workers=bench.data.workers) == bench.data
+    assert shipped.data.model_copy(update={"workers": bench.data.workers}) == bench.data
     assert (shipped.model.backbone_kwargs, shipped.model.feature_index, shipped.data.mean) == (
         {"output_stride": 8}, -2, (0.5, 0.5, 0.5))

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
 from training.evaluation import EvalScores
 from training.models.base import ModelOutput
-from training.optim import SAM, ModelEma
+from training.optim import SAM
 
 __all__ = ["Precision", "StepTools", "evaluate", "train_one_epoch"]
 
@@ -50,7 +51,7 @@ class StepTools:
     device: torch.device
     grad_clip_norm: float | None = None
     sam: SAM | None = None
-    ema: ModelEma | None = None
+    ema: ModelEmaV3 | None = None
 
 
 def _loss(output: ModelOutput, targets: torch.Tensor, criterion: nn.Module) -> torch.Tensor:

@@ -1,17 +1,17 @@
-"""Optimiser, schedule, sharpness-aware minimisation and the weight EMA."""
+"""Optimiser, schedule, sharpness-aware minimisation and the weight EMA (timm's ModelEmaV3)."""
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable
 
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from training.config import OptimConfig
 
-__all__ = ["SAM", "ModelEma", "build_optimizer", "build_scheduler", "parameter_groups"]
+__all__ = ["SAM", "build_optimizer", "build_scheduler", "create_ema", "ema_state", "load_ema_state", "parameter_groups"]
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, no_decay_bias_norm: bool) -> list[dict]:
@@ -90,25 +90,29 @@ class SAM:
         (step or self.base.step)()
 
 
-class ModelEma:
-    """Exponential moving average of a model's weights (and a copy of its buffers), kept on the same device.
+def create_ema(model: nn.Module, decay: float) -> ModelEmaV3:
+    """timm's weight EMA of `model` (parameters and buffers, integer buffers copied), evaluated beside the raw model.
 
-    Float tensors follow ema = decay * ema + (1 - decay) * value after every optimiser step; integer buffers
-    (BatchNorm's counters) are copied. As in Q2L/ASL the averaged model is evaluated beside the raw one.
+    Every optimiser step calls `ema.update(model)` without a step count, so the decay is constant, as in Q2L/ASL:
+    ema = decay * ema + (1 - decay) * value. The copy's parameters need no gradients.
     """
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+    ema = ModelEmaV3(model, decay=decay)
+    for param in ema.module.parameters():
+        param.requires_grad_(False)
+    return ema
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
-        self.module = copy.deepcopy(model).eval()
-        for param in self.module.parameters():
-            param.requires_grad_(False)
-        self.decay = decay
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for ema_value, value in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
-            if ema_value.dtype.is_floating_point:
-                ema_value.mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
-            else:
-                ema_value.copy_(value)
+def ema_state(ema: ModelEmaV3) -> dict[str, torch.Tensor]:
+    """What `last.pt` keeps: the averaged model's own state dict, keyed like the model (no `module.` prefix).
+
+    This is the layout checkpoints had before timm's EMA, and the one best.pt's `model_state` needs when the EMA
+    weights win, so old checkpoints resume and export reads either without translation.
+    """
+    return ema.module.state_dict()
+
+
+def load_ema_state(ema: ModelEmaV3, state: dict[str, torch.Tensor]) -> None:
+    """Restore what `ema_state` returned, or what the hand-written ModelEma wrote before it (the same layout)."""
+    ema.module.load_state_dict(state)

@@ -35,7 +35,7 @@ from training.loop import Precision, StepTools, evaluate, train_one_epoch
 from training.losses import create_loss
 from training.metrics import calibrate_thresholds, threshold_metrics
 from training.models import LabelStatistics, MultiLabelModel, create_model, list_heads
-from training.optim import SAM, ModelEma, build_optimizer, build_scheduler
+from training.optim import SAM, build_optimizer, build_scheduler, create_ema, ema_state, load_ema_state
 from training.run_log import RunLog
 
 __all__ = ["TrainResult", "run_training"]
@@ -194,7 +194,7 @@ class _Trainer:
             device=self.device,
             grad_clip_norm=optim.grad_clip_norm,
             sam=SAM(optimizer, optim.sam_rho) if optim.sam_rho is not None else None,
-            ema=ModelEma(self.model, optim.ema_decay) if optim.ema_decay is not None else None,
+            ema=create_ema(self.model, optim.ema_decay) if optim.ema_decay is not None else None,
         )
 
     def _resume(self) -> list[dict[str, float]]:
@@ -205,7 +205,7 @@ class _Trainer:
         self.tools.scheduler.load_state_dict(state["scheduler"])
         self.tools.scaler.load_state_dict(state["scaler"])
         if self.tools.ema is not None and state.get("ema") is not None:
-            self.tools.ema.module.load_state_dict(state["ema"])
+            load_ema_state(self.tools.ema, state["ema"])
         self.start_epoch = checkpoint.epoch + 1
         self.best_score = float(state.get("best_score", -1.0))
         self.stale_epochs = int(state.get("stale_epochs", 0))
@@ -277,7 +277,7 @@ class _Trainer:
         tools = self.tools
         training_state = {
             "optimizer": tools.optimizer.state_dict(), "scheduler": tools.scheduler.state_dict(),
-            "scaler": tools.scaler.state_dict(), "ema": tools.ema.module.state_dict() if tools.ema else None,
+            "scaler": tools.scaler.state_dict(), "ema": ema_state(tools.ema) if tools.ema else None,
             "history": self.log.history if self.log else [], "best_score": self.best_score,
             "stale_epochs": self.stale_epochs,
         }

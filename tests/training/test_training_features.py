@@ -3,6 +3,7 @@ logs, augmentation, and multi-process DDP on gloo."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import subprocess
@@ -19,7 +20,7 @@ from training.checkpoint import load_checkpoint
 from training.config import OptimConfig, TrainConfig, load_config
 from training.data.transforms import cutout, eval_transform, train_transform
 from training.models import create_model
-from training.optim import SAM, ModelEma, build_scheduler, parameter_groups
+from training.optim import SAM, build_scheduler, create_ema, parameter_groups
 from training.train import run_training
 
 TINY_IMAGE_SIZE = 64  # the tiny_dataset fixture's image size
@@ -49,13 +50,49 @@ def test_ema_is_evaluated_and_logged(tiny_dataset: Path, tmp_path: Path) -> None
 
 
 def test_ema_update_rule() -> None:
-    model = torch.nn.Linear(2, 1)
-    ema = ModelEma(model, decay=0.75)
-    start = ema.module.weight.clone()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    ema = create_ema(model, decay=0.75)
+    start = ema.module[0].weight.clone()
     with torch.no_grad():
-        model.weight.add_(1.0)
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
     ema.update(model)
-    torch.testing.assert_close(ema.module.weight, 0.75 * start + 0.25 * model.weight)
+    torch.testing.assert_close(ema.module[0].weight, 0.75 * start + 0.25 * model[0].weight)
+    assert int(ema.module[1].num_batches_tracked) == 7  # integer buffers are copied, not averaged
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        create_ema(model, decay=1.0)
+
+
+def test_a_checkpoint_with_the_old_ema_layout_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
+    """last.pt as the hand-written ModelEma wrote it (its deep copy's state_dict, keyed like the model) still resumes.
+
+    The stored EMA is made unlike the raw weights (halved), and the resumed run uses a decay so close to 1 that one
+    more epoch leaves the EMA where it started: the new last.pt's EMA is the old one only if it was loaded.
+    """
+    config = _config(tiny_dataset, tmp_path / "a", "optim.epochs=1", "optim.ema_decay=0.9", "optim.schedule=cosine")
+    written = run_training(config, show_progress=False).last_checkpoint
+    payload = torch.load(written, map_location="cpu", weights_only=True)
+    model = create_model("linear", "test_resnet", len(payload["labels"]))
+    model.load_state_dict(payload["model_state"])
+    old_module = copy.deepcopy(model).eval()  # the old ModelEma's `module`
+    with torch.no_grad():
+        for value in old_module.state_dict().values():
+            if value.dtype.is_floating_point:
+                value.mul_(0.5)
+    old_ema = old_module.state_dict()
+    payload["training_state"]["ema"] = old_ema
+    old = tmp_path / "old" / "last.pt"
+    old.parent.mkdir()
+    torch.save(payload, old)
+
+    resumed = run_training(_config(tiny_dataset, tmp_path / "b", "optim.epochs=2", "optim.ema_decay=0.9999999",
+                                   "optim.schedule=cosine", f"resume={old}"), show_progress=False)
+    ema = load_checkpoint(resumed.last_checkpoint).training_state["ema"]
+    assert set(ema) == set(old_ema)
+    weight = next(k for k, v in old_ema.items() if v.dtype.is_floating_point and v.ndim > 1)
+    torch.testing.assert_close(ema[weight], old_ema[weight], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(ema[weight], payload["model_state"][weight], rtol=1e-2, atol=1e-4)
 
 
 def test_pointing_game_and_top3_on_data_with_boxes(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -3,9 +3,9 @@
 The plan gets one optimisation profile covering batches 1..max_batch, tuned for max_batch (the batcher fills
 batches under load, which is where throughput matters). `fp32` turns TF32 off so it is what it says; `fp16` uses
 TensorRT 10's FP16 builder flag (TensorRT 11 dropped such flags: it builds only strongly typed networks, and this
-exporter then refuses fp16 rather than build a silently different precision). The plan is run with the service's
-own `PlanRunner` on the parity images and compared with onnxruntime on the CPU; a plan outside tolerance is
-refused, like an ONNX file that does not match PyTorch.
+exporter then refuses fp16 rather than build a silently different precision). The plan is run on the parity images
+with `labelserve.plan_runner.PlanRunner`, the runner the service's engine serves with, and compared with onnxruntime
+on the CPU; a plan outside tolerance is refused, like an ONNX file that does not match PyTorch.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from export.parity import ParityError, largest_differences
-from service.engines.base import EngineLoadError
-from service.engines.tensorrt_plan import PlanRunner, import_tensorrt
+from labelserve.engine_errors import EngineLoadError
+from labelserve.plan_runner import PlanRunner, import_tensorrt
 
 __all__ = ["PLAN_FILENAME", "PLAN_TOLERANCE", "BuiltPlan", "build_plan", "check_plan_parity", "tensorrt_missing"]
 
@@ -73,7 +73,7 @@ def build_plan(onnx_path: Path, plan_path: Path, input_name: str, image_shape: t
         raise RuntimeError(problem)
     import tensorrt as trt
 
-    from service.engines import cuda_runtime
+    from labelserve import cuda_runtime
 
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)

@@ -11,14 +11,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from labelserve.bundle import Manifest
+from labelserve.engine_errors import EngineLoadError
 
 __all__ = ["Engine", "EngineInfo", "EngineLoadError", "output_names", "warm_up"]
 
 logger = logging.getLogger(__name__)
-
-
-class EngineLoadError(Exception):
-    """An engine could not be created or warmed up (bad file, wrong inputs, missing runtime)."""
 
 
 @dataclass(frozen=True)

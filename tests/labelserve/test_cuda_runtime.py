@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-cuda_runtime = pytest.importorskip("service.engines.cuda_runtime", reason="cuda-bindings is not installed")
+cuda_runtime = pytest.importorskip("labelserve.cuda_runtime", reason="cuda-bindings is not installed")
 from cuda.bindings import runtime as cudart  # noqa: E402
 
 _COUNT = cudart.cudaGetDeviceCount()

@@ -22,6 +22,7 @@ RUN python requirements.py serve > requirements.txt \
     && pip wheel --wheel-dir /wheels/deps --constraint constraints.txt --requirement requirements.txt
 COPY README.md ./
 COPY labelserve/ labelserve/
+COPY labelserve_tools/ labelserve_tools/
 COPY service/ service/
 COPY training/ training/
 COPY export/ export/

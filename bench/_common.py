@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from labelserve.loadgen import percentiles_ms
+from labelserve_tools.loadgen import percentiles_ms
 
 __all__ = ["format_table", "machine", "percentiles_ms", "write_results"]
 

@@ -25,7 +25,7 @@ from PIL import Image
 from bench._common import format_table, write_results
 from bench.models import DEFAULT_REPOSITORY, ensure_model
 from bench.servers import serve
-from labelserve.loadgen import Connection, multipart_request, percentiles_ms
+from labelserve_tools.loadgen import Connection, multipart_request, percentiles_ms
 
 VARIANTS: dict[str, dict[str, str]] = {
     "no attention": {},

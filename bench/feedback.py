@@ -45,8 +45,8 @@ from bench.models import DEFAULT_REPOSITORY, ensure_model
 from bench.repositories import copy_version, write_model_config
 from labelserve.bundle import list_versions
 from labelserve.client import Client
-from labelserve.loadgen import closed_loop, multipart_request
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.loadgen import closed_loop, multipart_request
+from labelserve_tools.local_server import ServerProcess, start_server
 
 SCENES = 500  # answers given feedback, then answers measured
 
@@ -118,7 +118,7 @@ def measure_gain(bench_repository: Path, scenes: list[tuple[bytes, set[str]]]) -
                 for answer, truth in zip(_answers(client, images[:SCENES]), truths[:SCENES], strict=True):
                     client.feedback("demo", answer.id, labels=sorted(truth))
                 feedback_s = time.monotonic() - started
-                calibrate = subprocess.run([sys.executable, "-m", "labelserve.cli", "calibrate", "demo",
+                calibrate = subprocess.run([sys.executable, "-m", "labelserve_tools.cli", "calibrate", "demo",
                                             "--repository", str(root), "--store", url], capture_output=True,
                                            text=True, timeout=300, check=True)
                 _wait_for_version(server, 2)

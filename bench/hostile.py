@@ -40,7 +40,7 @@ from bench.images import jpeg_payloads, photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
 from bench.overload import rss_bytes
 from bench.servers import serve
-from labelserve.loadgen import closed_loop, multipart_request, process_tree_cpu_s
+from labelserve_tools.loadgen import closed_loop, multipart_request, process_tree_cpu_s
 from service.http.table import SWEEP_S
 from service.settings import Settings
 

@@ -4,7 +4,7 @@
     python -m bench.load --url http://127.0.0.1:8000 --concurrency 1 8 32
 
 Each of `concurrency` clients posts one JPEG to /predict, waits for the JSON answer, and posts the next, for
-`--seconds`; requests are encoded once up front (`labelserve.loadgen`) so the client takes little of the CPU it
+`--seconds`; requests are encoded once up front (`labelserve_tools.loadgen`) so the client takes little of the CPU it
 shares with the server. The server's own /metrics is scraped before and after to report the mean batch size it formed.
 Prints a table and writes JSON (bench/results/load-*.json).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench._common import format_table, write_results
 from bench.images import jpeg_payloads
-from labelserve.loadgen import run_level
+from labelserve_tools.loadgen import run_level
 
 __all__ = ["run_level"]
 

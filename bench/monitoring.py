@@ -40,8 +40,8 @@ from bench.images import jpeg_payloads, photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
 from bench.repositories import copy_version, write_model_config
 from labelserve.bundle import list_versions, load_bundle
-from labelserve.loadgen import closed_loop, multipart_request, run_level
-from labelserve.local_server import start_server
+from labelserve_tools.loadgen import closed_loop, multipart_request, run_level
+from labelserve_tools.local_server import start_server
 
 CHUNK = 25
 LEFT_OUT = "red_circle"

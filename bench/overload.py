@@ -26,7 +26,7 @@ from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads, photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
 from bench.servers import serve
-from labelserve.loadgen import Connection, ProtocolError, multipart_request, run_level
+from labelserve_tools.loadgen import Connection, ProtocolError, multipart_request, run_level
 
 
 def rss_bytes(pid: int) -> int:

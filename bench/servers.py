@@ -1,6 +1,6 @@
 """The servers a serving benchmark compares, started as real processes, and the CPU time they spend.
 
-`labelserve` is `python -m service` (labelserve.local_server); `baseline` is bench/baseline_server.py under plain
+`labelserve` is `python -m service` (labelserve_tools.local_server); `baseline` is bench/baseline_server.py under plain
 `uvicorn`, as its user would run it. Both are read back the same way: a URL, a process id, a stop.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from labelserve.bundle import list_versions
-from labelserve.loadgen import process_tree_cpu_s
-from labelserve.local_server import share_priority, start_server
+from labelserve_tools.loadgen import process_tree_cpu_s
+from labelserve_tools.local_server import share_priority, start_server
 from service.model_config import MODEL_CONFIG_FILENAME
 
 __all__ = ["RunningServer", "process_tree_cpu_s", "serve", "tuned_config"]

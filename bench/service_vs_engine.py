@@ -34,7 +34,7 @@ from bench.images import jpeg_payloads, photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
 from bench.servers import serve, tuned_config
 from labelserve.bundle import list_versions, load_bundle
-from labelserve.loadgen import run_level
+from labelserve_tools.loadgen import run_level
 
 SERVERS = ("baseline", "labelserve")
 _LEVEL_FIELDS = ("images_per_s", "mean_batch_size", "server_cpu_s_per_image", "server_cores")

@@ -29,8 +29,8 @@ from typing import Any
 
 from bench._common import format_table, percentiles_ms, write_results
 from bench.images import jpeg_payloads
-from labelserve.loadgen import closed_loop, multipart_request, process_tree_cpu_s
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.loadgen import closed_loop, multipart_request, process_tree_cpu_s
+from labelserve_tools.local_server import ServerProcess, start_server
 
 _THREADS = re.compile(r"\((\d+) CPUs; (\d+) onnxruntime intra-op threads? each")  # service.workers' start-up line
 _START_MARGIN_S = 0.5  # for every client process to be waiting on the common start time

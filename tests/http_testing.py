@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from labelserve.loadgen import multipart_request
+from labelserve_tools.loadgen import multipart_request
 
 
 def slow_post(url: str, image: tuple[str, bytes], pause_s: float) -> httpx.Response:

@@ -1,8 +1,8 @@
 """Multi-process data-parallel training under `torchrun` (DDP): NCCL on GPUs, gloo on CPUs.
 
-`torchrun --nproc_per_node N -m labelserve.cli train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; without them training is
-a single process and nothing here does anything. Only rank 0 evaluates, logs and writes checkpoints; the other
-ranks wait at a barrier and receive rank 0's early-stop decision.
+`torchrun --nproc_per_node N -m labelserve_tools.cli train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; without them
+training is a single process and nothing here does anything. Only rank 0 evaluates, logs and writes checkpoints;
+the other ranks wait at a barrier and receive rank 0's early-stop decision.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from tests.http_testing import slow_post
 pytestmark = [pytest.mark.image, pytest.mark.timeout(IMAGE_TEST_TIMEOUT_S)]
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("labelserve", "service", "training", "export")
+PACKAGES = ("labelserve", "labelserve_tools", "service", "training", "export")
 TOLERANCE = 1e-5
 MAX_ADDED_MB = 250  # what the cpu target may add to its base image
 Reference = Callable[[bytes], dict[str, float]]

@@ -18,7 +18,7 @@ from deploy_tools import query
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.repositories import copy_version, write_model_config
-from labelserve.local_server import start_server
+from labelserve_tools.local_server import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -23,7 +23,7 @@ from deploy_tools import assert_valid_kubernetes_object, query
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from labelserve.local_server import start_server
+from labelserve_tools.local_server import start_server
 from service.app import create_app
 from service.settings import Settings
 

@@ -15,7 +15,7 @@ import pytest
 from deploy_tools import query, tool
 from PIL import Image
 
-from labelserve.local_server import start_server
+from labelserve_tools.local_server import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

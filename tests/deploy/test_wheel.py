@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("labelserve", "service", "training", "export")
+PACKAGES = ("labelserve", "labelserve_tools", "service", "training", "export")
 PROBES = ("static/index.html", "static/css/site.css", "templates/page.j2", "data.json")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from demo_build import DemoBuild
 
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.local_server import ServerProcess, start_server
 
 
 @pytest.fixture(scope="session")

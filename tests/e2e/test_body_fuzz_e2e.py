@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labelserve.local_server import ServerProcess
+from labelserve_tools.local_server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

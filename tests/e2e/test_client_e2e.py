@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelserve.cli import main
 from labelserve.client import ApiError, AsyncClient, Client
-from labelserve.local_server import ServerProcess, start_server
 from labelserve.overlay import decode_attention
 from labelserve.schemas import PredictResponse
+from labelserve_tools.cli import main
+from labelserve_tools.local_server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -228,13 +228,13 @@ def test_the_predict_command_prints_each_answers_id_and_feedback_takes_it(
 def test_the_command_runs_as_a_program(server: ServerProcess, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image", encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "labelserve.cli", "predict", "--url", server.url, str(notes)],
+    result = subprocess.run([sys.executable, "-m", "labelserve_tools.cli", "predict", "--url", server.url, str(notes)],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1 and "HTTP 415, unsupported_image" in result.stderr
 
 
 def test_the_client_imports_neither_the_service_nor_torch() -> None:
-    check = ("import sys, labelserve.client, labelserve.cli, labelserve.predict_report; "
+    check = ("import sys, labelserve.client, labelserve_tools.cli, labelserve_tools.predict_report; "
              "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'service', 'torch', 'training', 'export', "
              "'fastapi'}); print(json.dumps(bad))")
     result = subprocess.run([sys.executable, "-c", f"import json; {check}"], capture_output=True, text=True,

@@ -13,7 +13,7 @@ import pytest
 from demo_build import DemoBuild
 
 from export.demo import DemoData
-from labelserve.local_server import start_server
+from labelserve_tools.local_server import start_server
 from training.data.coco import read_coco
 from training.metrics import mean_average_precision
 

@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from bench.repositories import copy_version, write_model_config
 from labelserve.client import AsyncClient, Client
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.local_server import ServerProcess, start_server
 from training.data.coco import read_coco
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -111,7 +111,8 @@ def test_feedback_survives_a_kill_and_calibration_beats_the_validation_threshold
         with Client(server.url) as client:  # the answer acknowledged right before the kill takes feedback
             assert client.feedback("demo", last.results[0].id, labels=sorted(truths[0])).version == 1
         calibrated = subprocess.run(
-            [sys.executable, "-m", "labelserve.cli", "calibrate", "demo", "--repository", str(root), "--store", url],
+            [sys.executable, "-m", "labelserve_tools.cli", "calibrate", "demo", "--repository", str(root), "--store",
+             url],
             capture_output=True, text=True, timeout=300, check=False)
         assert calibrated.returncode == 0, calibrated.stderr
         assert f"{FEEDBACK + 1} answers with feedback" in calibrated.stdout  # every acknowledged feedback survived

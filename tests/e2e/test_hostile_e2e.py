@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labelserve.loadgen import multipart_request
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.loadgen import multipart_request
+from labelserve_tools.local_server import ServerProcess, start_server
 from tests.http_testing import open_socket, read_response
 
 pytestmark = pytest.mark.e2e

@@ -29,8 +29,8 @@ from bench.repositories import copy_version, write_model_config
 from labelserve.bundle import load_bundle
 from labelserve.image import open_rgb
 from labelserve.label_stats import positives
-from labelserve.local_server import ServerProcess, start_server
 from labelserve.preprocess import preprocess
+from labelserve_tools.local_server import ServerProcess, start_server
 from training.data.coco import read_coco
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -203,7 +203,7 @@ def test_a_canary_is_sticky_per_client_and_promote_moves_the_default(two_version
                             files=[("files", image[0])], timeout=60).json()
         assert pinned["version"] == 1  # a pinned version is never rerouted
 
-        promoted = subprocess.run([sys.executable, "-m", "labelserve.cli", "promote", "--repository",
+        promoted = subprocess.run([sys.executable, "-m", "labelserve_tools.cli", "promote", "--repository",
                                    str(two_versions), "--model", "demo", "--version", "2"], capture_output=True,
                                   text=True, timeout=60, check=False)
         assert promoted.returncode == 0, promoted.stderr

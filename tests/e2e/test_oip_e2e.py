@@ -17,8 +17,8 @@ from tritonclient.utils import InferenceServerException
 
 from bench.repositories import copy_version
 from labelserve.bundle import Bundle
-from labelserve.local_server import ServerProcess, start_server
 from labelserve.preprocess import preprocess
+from labelserve_tools.local_server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from labelserve.local_server import start_server
+from labelserve_tools.local_server import start_server
 
 pytestmark = pytest.mark.e2e
 

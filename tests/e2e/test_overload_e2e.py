@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from labelserve.loadgen import Connection, ProtocolError, multipart_request
-from labelserve.local_server import start_server
+from labelserve_tools.loadgen import Connection, ProtocolError, multipart_request
+from labelserve_tools.local_server import start_server
 from tests.http_testing import open_socket, read_response
 
 pytestmark = pytest.mark.e2e

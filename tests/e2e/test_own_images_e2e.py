@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from labelserve.bundle import load_bundle
-from labelserve.cli import main
-from labelserve.local_server import start_server
+from labelserve_tools.cli import main
+from labelserve_tools.local_server import start_server
 from tests.conftest import TINY_TRAINING, bundle_reference
 
 pytestmark = pytest.mark.e2e

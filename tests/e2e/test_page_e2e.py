@@ -19,7 +19,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from labelserve.bundle import Bundle
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.local_server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labelserve.local_server import start_server
+from labelserve_tools.local_server import start_server
 from tests.service.service_testing import copy_model
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labelserve.local_server import Entry, ServerProcess, start_server
+from labelserve_tools.local_server import Entry, ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from labelserve.bundle import Bundle
-from labelserve.loadgen import run_level
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.loadgen import run_level
+from labelserve_tools.local_server import ServerProcess, start_server
 from tests.http_testing import slow_post
 
 Reference = Callable[[bytes], dict[str, float]]

@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 
 from labelserve.bundle import Bundle
-from labelserve.cli import main
 from labelserve.errors import ConfigError
-from service.observability import Metrics
-from service.repository import ModelRepository
-from service.settings import Settings
-from service.tune import (
+from labelserve_tools.cli import main
+from labelserve_tools.tune import (
     Trial,
     _better,
     candidate_values,
@@ -28,6 +25,9 @@ from service.tune import (
     tune,
     write_config,
 )
+from service.observability import Metrics
+from service.repository import ModelRepository
+from service.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -118,7 +118,7 @@ def _scripted_runs(monkeypatch: pytest.MonkeyPatch, throughputs: dict[float, lis
                                                        "latency": {"p99_ms": 10.0},
                                                        "server_cpu_s_per_image": 0.005}])
 
-    monkeypatch.setattr("service.tune._run_trial", run)
+    monkeypatch.setattr("labelserve_tools.tune._run_trial", run)
     return order
 
 

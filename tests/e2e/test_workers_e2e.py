@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from labelserve.local_server import ServerProcess, start_server
+from labelserve_tools.local_server import ServerProcess, start_server
 from service.observability import Metrics
 from service.repository import ModelRepository
 from service.settings import Settings

@@ -14,8 +14,8 @@ from export.parity import ParityError, check_onnx_parity
 from export.repository import export_bundle, load_parity_images
 from export.wrapper import ExportWrapper
 from labelserve.bundle import load_bundle
-from labelserve.cli import main
 from labelserve.errors import ExportError
+from labelserve_tools.cli import main
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 
 

@@ -57,7 +57,7 @@ def test_a_built_wheel_carries_the_page(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for package in ("labelserve", "service", "training", "export"):
+    for package in ("labelserve", "labelserve_tools", "service", "training", "export"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
                     "--wheel-dir", str(tmp_path / "dist"), str(source)], check=True, timeout=300)

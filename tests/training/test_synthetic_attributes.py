@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelserve.cli import main as cli_main
+from labelserve_tools.cli import main as cli_main
 from training.data.figures import ATTRIBUTE_GROUPS, ATTRIBUTES, sample_figure
 from training.data.synthetic_attributes import generate_attributes_dataset
 from training.data.tabular import read_attribute_table

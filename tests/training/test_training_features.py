@@ -197,7 +197,7 @@ def test_ddp_on_two_cpu_processes(tiny_dataset: Path, tmp_path: Path) -> None:
     for nproc in (1, 2):
         out = tmp_path / f"np{nproc}"
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                   "-m", "labelserve.cli", "train", "--no-progress", "--set", *overrides, f"output_dir={out}"]
+                   "-m", "labelserve_tools.cli", "train", "--no-progress", "--set", *overrides, f"output_dir={out}"]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         runs[nproc] = _rows(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labelserve.cli import main
+from labelserve_tools.cli import main
 from training.visualize import predict_file
 
 

@@ -1,4 +1,4 @@
-"""A server started in a session of its own gets the caller's autogroup priority (labelserve.local_server)."""
+"""A server started in a session of its own gets the caller's autogroup priority (labelserve_tools.local_server)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/autogroup").exists(),
 CHILD = textwrap.dedent("""
     import subprocess, sys
     from pathlib import Path
-    from labelserve.local_server import share_priority
+    from labelserve_tools.local_server import share_priority
     Path("/proc/self/autogroup").write_text("7")  # lowering a priority needs no privilege
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     try:

@@ -32,7 +32,7 @@ _WORKER_READY = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 _GRPC = re.compile(r"gRPC \(KServe v2 GRPCInferenceService\) running on ([0-9.]+:\d+)")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 Entry = Literal["service", "cli"]
-_COMMANDS: dict[Entry, list[str]] = {"service": ["-m", "service"], "cli": ["-m", "labelserve.cli", "serve"]}
+_COMMANDS: dict[Entry, list[str]] = {"service": ["-m", "service"], "cli": ["-m", "labelserve_tools.cli", "serve"]}
 
 
 @dataclass
@@ -157,7 +157,8 @@ def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120
         startup_timeout_s: how long loading and warm-up may take.
         ready_path: what must answer 200 first: `/readyz` (models loaded), or `/healthz` for a server that is
             expected to answer before any model is (an empty repository).
-        entry: `service` starts `python -m service`; `cli` starts `labelserve serve` (as `python -m labelserve.cli`).
+        entry: `service` starts `python -m service`; `cli` starts `labelserve serve` (as
+            `python -m labelserve_tools.cli`).
         arguments: more command-line arguments, e.g. `["--workers", "2"]` for `labelserve serve`.
         **settings: extra settings, e.g. `max_queue_delay_ms="50"` becomes `LABELSERVE_MAX_QUEUE_DELAY_MS=50`.
     """

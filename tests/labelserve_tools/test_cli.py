@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from labelserve.cli import main
 from labelserve.errors import EXIT_CODES
+from labelserve_tools.cli import main
 
 Capture = pytest.CaptureFixture[str]
 

@@ -34,8 +34,8 @@ from typing import Any
 
 from labelserve.bundle import Bundle, list_versions, load_bundle
 from labelserve.errors import ConfigError, ServingError
-from labelserve.loadgen import run_level
-from labelserve.local_server import start_server
+from labelserve_tools.loadgen import run_level
+from labelserve_tools.local_server import start_server
 from service.model_config import MODEL_CONFIG_FILENAME, load_model_config, update_model_config
 
 __all__ = ["KNOBS", "Trial", "TuneResult", "candidate_values", "changed_settings", "format_trials", "progress_line",

@@ -1,4 +1,4 @@
-"""A server start that is interrupted leaves no server behind (labelserve.local_server.start_server).
+"""A server start that is interrupted leaves no server behind (labelserve_tools.local_server.start_server).
 
 The server runs in a session of its own, so a signal to the caller's process group (`timeout` around a benchmark
 step, as in bench/gpu_session.sh) does not reach it: the caller must stop it, also mid-start."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labelserve.local_server import start_server
+from labelserve_tools.local_server import start_server
 
 
 def _servers_on(repository: Path) -> list[int]:

@@ -212,7 +212,15 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from labelserve.bundle import list_versions, load_bundle
-    from service.tune import KNOBS, changed_settings, format_trials, read_images, stand_in_images, tune, write_config
+    from labelserve_tools.tune import (
+        KNOBS,
+        changed_settings,
+        format_trials,
+        read_images,
+        stand_in_images,
+        tune,
+        write_config,
+    )
 
     repository, model = Path(args.repository), args.model
     versions = list_versions(repository / model)
@@ -259,7 +267,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import httpx
 
     from labelserve.client import ApiError, Client
-    from labelserve.predict_report import format_table, write_overlays
+    from labelserve_tools.predict_report import format_table, write_overlays
 
     images = [Path(image) for image in args.images]
     missing = [str(image) for image in images if not image.is_file()]

@@ -47,8 +47,10 @@ demo: $(STAMP)
 serve: demo
 	$(BIN)/labelserve serve --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
+# ruff, then the house plan's import contracts (pyproject.toml, docs/architecture.md), which the suite checks too
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint $(TOOLS_STAMP) $(HELM_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

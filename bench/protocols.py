@@ -7,7 +7,7 @@ For every bench model each server asked for (default settings; `labelserve@<comm
 measure before and after) answers the same 640x480 JPEGs, one image per
 request, from closed-loop clients at concurrency 1 and 32, each protocol in its turn, the order rotated every round
 (medians over rounds). Clients as users write them for each protocol, all on an asyncio loop in this process:
-`/predict` by the project's raw keep-alive HTTP client (labelserve.loadgen), OIP/HTTP by the same client with the
+`/predict` by the project's raw keep-alive HTTP client (labelserve_tools.loadgen), OIP/HTTP by the same client with the
 binary tensor extension (what tritonclient[http] sends), gRPC by grpcio's asyncio channel with tritonclient's
 messages (raw_input_contents, what tritonclient.grpc sends). What a figure includes: JPEG in, the protocol's answer
 out (the gRPC and OIP answers carry logits and probabilities, /predict's the labels as JSON).
@@ -31,7 +31,7 @@ from bench._common import format_table, machine, write_results
 from bench.images import photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ensure_model
 from bench.servers import RunningServer, serve
-from labelserve.loadgen import closed_loop, multipart_request, percentiles_ms
+from labelserve_tools.loadgen import closed_loop, multipart_request, percentiles_ms
 
 __all__ = ["PROTOCOLS", "measure"]
 

@@ -20,7 +20,7 @@ from labelserve.image import open_rgb
 from labelserve.preprocess import preprocess
 
 # Apps built in these tests serve OIP over gRPC too: on a port the kernel picks, so that apps alive at once (module
-# fixtures) and parallel runs never fight for 8001. Servers started by labelserve.local_server do the same.
+# fixtures) and parallel runs never fight for 8001. Servers started by labelserve_tools.local_server do the same.
 os.environ.setdefault("LABELSERVE_GRPC_PORT", "0")
 
 TINY_IMAGE_SIZE = 64

@@ -24,8 +24,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from labelserve.bundle import Bundle
-from labelserve.local_server import ServerProcess, start_server
 from labelserve.preprocess import preprocess
+from labelserve_tools.local_server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -176,3 +176,14 @@ def test_generated_hard_dataset_has_a_long_tail_on_disk(tmp_path: Path) -> None:
     counts = sorted(per_label.values(), reverse=True)
     assert counts[0] >= 8 * counts[-1]
     assert len(data["images"]) == 150
+
+
+def test_cli_writes_the_hard_variants(tmp_path: Path) -> None:
+    from labelserve.cli import main as cli_main
+
+    common = ["--train", "3", "--val", "2", "--image-size", "48", "--workers", "1", "--hard"]
+    assert cli_main(["data", "objects", "--out", str(tmp_path / "o"), *common]) == 0
+    assert cli_main(["data", "attributes", "--out", str(tmp_path / "a"), *common]) == 0
+    data = json.loads((tmp_path / "o" / "annotations" / "instances_train.json").read_text())
+    assert len(data["categories"]) == NUM_LABELS
+    assert (tmp_path / "a" / "annotations" / "attributes_val.csv").is_file()

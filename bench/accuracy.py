@@ -289,7 +289,8 @@ def _train_positives(config: Any) -> np.ndarray:
     return read_split(config.data.format, Path(config.data.train_annotations)).targets().sum(axis=0).astype(np.int64)
 
 
-def _commit() -> str:
+def current_commit() -> str:
+    """The short hash of the checked-out commit (what produced a result), or "unknown"."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent).stdout.strip()
@@ -311,7 +312,7 @@ def rescore_pointing(document: dict[str, Any], preset: Preset, methods: list[str
         logger.info("rescoring %s from %s", measured["method"], checkpoint)
         previous = measured.get("pointing_game")
         measured["pointing_game"] = _served_pointing(checkpoint, config.data, Path(config.output_dir))
-        measured["pointing_rescored"] = {"previous": previous, "commit": _commit()}
+        measured["pointing_rescored"] = {"previous": previous, "commit": current_commit()}
     return document
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import RESULTS_DIR, write_results
-from bench.accuracy import CACHE, PRESETS, Row, device_name, rows, run_row_with_predictions
+from bench.accuracy import CACHE, PRESETS, Row, current_commit, device_name, rows, run_row_with_predictions
 from bench.claims import CLAIMS, decide, summarize, tail_labels
 from bench.paired_bootstrap import mean_average_precision
 from bench.predictions import RowPredictions, load_predictions, save_predictions
@@ -120,6 +120,7 @@ def _train(args: argparse.Namespace, out: Path) -> None:
 def _document(name: str, preset: Any, seeds: list[int], results: list[dict[str, Any]],
               sessions: list[dict[str, Any]]) -> dict[str, Any]:
     return {"preset": name, "preset_config": preset.__dict__, "seeds": seeds, "device": device_name(),
+            "commit": current_commit(),
             "rows": results, "sessions": sessions,
             "wall_seconds": sum(s.get("wall_seconds", 0.0) for s in sessions),
             "cpu_seconds": sum(s.get("cpu_seconds", 0.0) for s in sessions)}
@@ -146,7 +147,9 @@ def main() -> None:
         _train(args, out)
     if not out.is_file():
         parser.error(f"{out} holds no run: nothing was left to train")
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     document = statistics_of(json.loads(out.read_text(encoding="utf-8")), out, args.replicates)
+    document["statistics_seconds"] = {"wall": time.perf_counter() - started, "cpu": _cpu_seconds() - cpu_started}
     out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     for claim in document["claims"]:
         for name, d in claim["differences"].items():

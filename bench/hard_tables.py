@@ -30,12 +30,14 @@ def _points(value: float) -> str:
 def _caption(document: dict[str, Any]) -> str:
     a_train, a_val, height, width = document["preset_config"]["attributes"]
     seeds = ", ".join(str(s) for s in document["seeds"])
-    wall, cpu = document.get("wall_seconds", 0.0), document.get("cpu_seconds", 0.0)
+    statistics = document.get("statistics_seconds", {})  # the bootstrap, after training
+    wall = document.get("wall_seconds", 0.0) + statistics.get("wall", 0.0)
+    cpu = document.get("cpu_seconds", 0.0) + statistics.get("cpu", 0.0)
     command = "python -m bench.hard" + (" --full" if document["preset"] == "hard-full" else "")
     caption = (f"`{command}`: {preset_line(document)} on the objects task, {a_train} train / {a_val} val figures at "
                f"{height}x{width} on the attributes task; seeds {seeds}; {document['device']}, "
-               f"{document['created_at'][:10]}; {wall / 60:.0f} min wall, {cpu:.0f} CPU seconds in all "
-               f"({cpu / 2 / 60:.0f} min of 2 cores).")
+               f"{document['created_at'][:10]}; {wall / 60:.0f} min wall, {cpu:.0f} CPU seconds in all, training and "
+               f"statistics ({cpu / 2 / 60:.0f} min of 2 cores).")
     if document.get("source"):
         caption += f" {document['source']}"
     return caption

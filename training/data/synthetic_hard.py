@@ -1,10 +1,10 @@
 """The `hard` variant of the synthetic benchmarks: the knobs of `ObjectsSpec` and `AttributesSpec` turned up.
 
 The standard scenes saturate every head (94-99 mAP), because they lack what makes MS-COCO hard. Here:
-- 48 labels (a shape in a colour, some textured) instead of 20, with long-tailed frequencies (Zipf, exponent
-  `TAIL_EXPONENT`: the most frequent label is drawn ~48 times as often as the rarest);
-- smaller objects (radius 4-18 % of the side, log-uniform, so bounding boxes down to ~1-2 % of the image);
-- heavier occlusion (an object may lose 70 % of its pixels instead of 50 %);
+- 40 labels (a shape in a colour, some textured) instead of 20, with long-tailed frequencies (Zipf weights
+  1 / rank^0.8: the most frequent label is in ~19 times as many scenes as the rarest);
+- smaller objects (radius 5-20 % of the side, log-uniform, so bounding boxes down to ~1 % of the image);
+- heavier occlusion (an object may lose 65 % of its pixels instead of 50 %);
 - unlabelled distractors drawn among the labels, each a labelled shape in a colour no label gives that shape, so a
   detector must read shape and colour together;
 - 8 scene types whose typical labels overlap and cover 75 % of the objects, so labels co-occur but not always.
@@ -22,8 +22,8 @@ __all__ = ["HARD_ATTRIBUTES", "HARD_OBJECTS", "NUM_LABELS", "TAIL_EXPONENT", "ha
 
 RGB = tuple[int, int, int]
 
-NUM_LABELS = 48
-TAIL_EXPONENT = 1.0
+NUM_LABELS = 40
+TAIL_EXPONENT = 0.8
 _COLOURS: tuple[tuple[str, RGB], ...] = (
     ("red", (220, 40, 40)), ("blue", (40, 80, 220)), ("green", (40, 170, 60)), ("yellow", (245, 215, 40)),
     ("purple", (140, 60, 190)), ("orange", (245, 140, 30)), ("cyan", (40, 200, 210)), ("magenta", (220, 50, 170)),
@@ -52,10 +52,13 @@ def _look(shape: str, colour: tuple[str, RGB], texture: str) -> ObjectClass:
     return ObjectClass(f"{prefix}{name}_{shape}", shape, rgb, texture, None if texture == "solid" else second)
 
 
-def _labels() -> tuple[ObjectClass, ...]:
+def _labels(count: int) -> tuple[ObjectClass, ...]:
+    """`count` (at most 3 per shape) distinct looks: shapes in turn, each round in a colour the shape had not."""
     shapes = sorted(SHAPES)
+    if count > 3 * len(shapes):
+        raise ValueError(f"at most {3 * len(shapes)} hard labels")
     labels = []
-    for index in range(NUM_LABELS):
+    for index in range(count):
         shape_index, round_ = index % len(shapes), index // len(shapes)
         colour = _colour(shape_index, (0, 12, 8)[round_])
         labels.append(_look(shapes[shape_index], colour, _TEXTURES.get(index % 8, "solid")))
@@ -77,18 +80,17 @@ def _scenes(labels: tuple[ObjectClass, ...]) -> tuple[SceneType, ...]:
 
 def hard_objects_spec(num_labels: int = NUM_LABELS, tail_exponent: float = TAIL_EXPONENT) -> ObjectsSpec:
     """The hard objects task (the module docstring says what each knob does)."""
-    labels = _labels()[:num_labels]
+    labels = _labels(num_labels)
     return ObjectsSpec(
         classes=labels,
-        scenes=tuple(SceneType(s.name, s.background, tuple(t for t in s.typical if t in {c.name for c in labels}))
-                     for s in _scenes(_labels())),
+        scenes=_scenes(labels),
         object_count_weights=(0.15, 0.25, 0.25, 0.18, 0.1, 0.07),
         typical_probability=0.75,
         class_weights=tuple(1.0 / (i + 1) ** tail_exponent for i in range(len(labels))),
-        radius_range=(0.04, 0.18),
-        min_visible_fraction=0.3,
+        radius_range=(0.05, 0.2),
+        min_visible_fraction=0.35,
         distractors=_distractors(),
-        distractor_count_weights=(0.2, 0.3, 0.25, 0.15, 0.1),
+        distractor_count_weights=(0.3, 0.35, 0.2, 0.15),
     )
 
 

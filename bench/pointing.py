@@ -27,7 +27,7 @@ from service.pipeline.postprocess import PostprocessOptions, attention_size, ups
 from training.data.readers import read_split
 from training.data.samples import MultiLabelSample
 
-__all__ = ["SERVED_MAX_SIDE", "brightest_point", "open_bundle", "served_pointing_game"]
+__all__ = ["SERVED_MAX_SIDE", "brightest_point", "open_bundle", "served_pointing_game", "served_pointing_hits"]
 
 _NO_LIMITS = DecodeLimits(max_image_bytes=1 << 40, max_image_pixels=1 << 40)
 SERVED_MAX_SIDE = PostprocessOptions().attention_max_side  # the size /predict returns maps at unless asked otherwise
@@ -74,22 +74,31 @@ def served_pointing_game(bundle: Bundle, annotations: Path, image_root: Path | N
     Returns:
         `pointing_game` (hits / pairs) and `pairs` (present labels that have boxes).
     """
+    hits, pairs = served_pointing_hits(bundle, annotations, image_root, batch_size, max_side)
+    total = int(pairs.sum())
+    return {"pointing_game": int(hits.sum()) / total if total else float("nan"), "pairs": float(total)}
+
+
+def served_pointing_hits(bundle: Bundle, annotations: Path, image_root: Path | None = None, batch_size: int = 32,
+                         max_side: int = SERVED_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Per validation image (in the split's order): hits and (present label, box) pairs of the served attention, so
+    the pointing game can be resampled over images (bench/paired_bootstrap.py)."""
     manifest = bundle.manifest
     if manifest.outputs.attention is None:
         raise ValueError(f"{bundle.path} was exported without attention maps")
     data = read_split("coco", annotations, image_root, labels=tuple(manifest.labels))
     session = ort.InferenceSession(str(bundle.file(manifest.engines[0].file)), providers=["CPUExecutionProvider"])
     outputs = [manifest.outputs.logits.name, manifest.outputs.attention.name]
-    hits = pairs = 0
+    hits = np.zeros(len(data.samples), dtype=np.int32)
+    pairs = np.zeros(len(data.samples), dtype=np.int32)
     for start in range(0, len(data.samples), batch_size):
         chunk = data.samples[start:start + batch_size]
         images = [decode_image(s.path.read_bytes(), s.path.name, _NO_LIMITS) for s in chunk]
         tensors = np.stack([to_network_input(image, manifest.input) for image in images])
         attention = session.run(outputs, {manifest.input_name: tensors})[1]  # [B, C, h, w]
-        for sample, image, maps in zip(chunk, images, attention, strict=True):
-            image_hits, image_pairs = _hits(sample, maps, image.size, max_side)
-            hits, pairs = hits + image_hits, pairs + image_pairs
-    return {"pointing_game": hits / pairs if pairs else float("nan"), "pairs": float(pairs)}
+        for offset, (sample, image, maps) in enumerate(zip(chunk, images, attention, strict=True)):
+            hits[start + offset], pairs[start + offset] = _hits(sample, maps, image.size, max_side)
+    return hits, pairs
 
 
 def main() -> None:

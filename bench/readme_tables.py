@@ -44,7 +44,7 @@ _BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /t
 Renderer = Callable[[list[dict[str, Any]]], str]
 
 # modules whose import registers tables (one per family of benchmarks)
-TABLE_MODULES = ("bench.accuracy_tables", "bench.serving_tables")
+TABLE_MODULES = ("bench.accuracy_tables", "bench.hard_tables", "bench.serving_tables")
 
 
 @dataclass(frozen=True)

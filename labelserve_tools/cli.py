@@ -47,16 +47,20 @@ def _setup_logging(verbose: bool) -> None:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.task == "objects":
-        from training.data.synthetic import generate_objects_dataset
+        from training.data.synthetic import ObjectsSpec, generate_objects_dataset
+        from training.data.synthetic_hard import HARD_OBJECTS
 
         written = generate_objects_dataset(Path(args.out), num_train=args.train, num_val=args.val,
-                                           image_size=args.image_size, seed=args.seed, workers=args.workers)
+                                           image_size=args.image_size, seed=args.seed, workers=args.workers,
+                                           spec=HARD_OBJECTS if args.hard else ObjectsSpec())
     else:
-        from training.data.synthetic_attributes import generate_attributes_dataset
+        from training.data.synthetic_attributes import AttributesSpec, generate_attributes_dataset
+        from training.data.synthetic_hard import HARD_ATTRIBUTES
 
         written = generate_attributes_dataset(Path(args.out), num_train=args.train, num_val=args.val,
                                               height=args.image_size, width=args.image_size // 2, seed=args.seed,
-                                              workers=args.workers)
+                                              workers=args.workers,
+                                              spec=HARD_ATTRIBUTES if args.hard else AttributesSpec())
     for split, path in written.items():
         logger.info("%s: %s", split, path)
     return 0
@@ -348,6 +352,9 @@ def _data_parsers(commands: argparse._SubParsersAction) -> None:
                                     "pixels (default: %(default)s)")
         synthetic.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
         synthetic.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
+        synthetic.add_argument("--hard", action="store_true",
+                               help="the hard variant (training/data/synthetic_hard.py): objects with 48 long-tailed "
+                                    "labels, small, occluded, among distractors; figures smaller and occluded")
         synthetic.set_defaults(func=_cmd_data)
 
 

@@ -52,6 +52,7 @@ class TrainResult:
     last_checkpoint: Path
     best_metrics: dict[str, float]
     history: list[dict[str, float]]
+    best_scores: EvalScores | None = None  # the best epoch's validation scores, per image (None off rank 0)
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -230,7 +231,8 @@ class _Trainer:
         self.context.barrier()
         history = self.log.history if self.log else []
         best_metrics = dict(self.best[0].metrics) if self.best else {}
-        return TrainResult(self.out, self.out / "best.pt", self.out / "last.pt", best_metrics, history)
+        return TrainResult(self.out, self.out / "best.pt", self.out / "last.pt", best_metrics, history,
+                           self.best[1] if self.best else None)
 
     def _score(self, model: torch.nn.Module) -> tuple[EvalScores, dict[str, float]]:
         keep_attention = any(sample.boxes for sample in self.val_set.samples)

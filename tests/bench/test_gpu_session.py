@@ -8,7 +8,8 @@ every step in it with GPU_SESSION_DRY_RUN=1. Smaller than on the device, and why
   - only the demo model is measured: the ResNet-18 bench model takes ~30 s to build and about a minute to serve on
     2 cores, through the same steps under another name (bench/gpu_bundles.py builds it on the device);
   - the GPU tests skip, each saying why; the torch engine and torch JPEG decoding run on the CPU;
-  - one second per figure, 1 and 2 workers rather than 1/2/4/8.
+  - one second per figure, 1 and 2 workers rather than 1/2/4/8;
+  - the hard benchmark on its one-minute preset (a tiny backbone, 64 images), two rows of one seed, not --full.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,7 +85,7 @@ def test_the_rehearsal_runs_every_step_and_says_why_the_gpu_parts_skip(prepared:
     steps = {s["step"]: s for s in session["steps"]}
     assert session["dry_run"]
     assert list(steps) == ["wheels", "environment", "bundles", "serving-demo", "gpu-tests", "nvjpeg-demo", "workers",
-                           "label-monitoring", "grpc"]
+                           "label-monitoring", "grpc", "hard"]
     assert [n for n, s in steps.items() if s["status"] != "ran"] == ["grpc"], done.stdout[-3000:]
     assert steps["grpc"]["detail"].startswith("not built yet")
     monitoring = steps["label-monitoring"]["result"]["cost"]
@@ -94,6 +97,11 @@ def test_the_rehearsal_runs_every_step_and_says_why_the_gpu_parts_skip(prepared:
     assert figures["pillow"]["demo"]["batching_on_over_off"] > 0
     assert figures["nvjpeg"]["demo"]["service_over_pillow"] > 0
     assert [row["workers"] for row in figures["workers"]] == [1, 2]
+    hard = _hard_run(tmp_path / "out")
+    assert [(r["method"], r["seed"]) for r in hard["rows"]] == [("linear+ASL", 0), ("query2label+ASL", 0)]
+    assert {c["name"] for c in hard["claims"]} == {"Query2Label over a linear head, same loss (ASL)",
+                                                   "Query2Label's served attention points better than the linear "
+                                                   "head's CAM"}
     returned = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(returned) <= 8 and all(_DEVICE_NAME.match(p.name) for p in returned)
     assert all(len(p.relative_to(tmp_path / "out").parts) <= 3 for p in returned)
@@ -109,8 +117,38 @@ def test_a_spent_budget_cuts_a_step_short_and_skips_the_rest_saying_so(prepared:
     assert (steps[0]["step"], steps[0]["status"]) == ("wheels", "ran")
     assert {s["status"] for s in steps} <= {"ran", "timed out", "skipped"}, done.stdout[-3000:]
     spent = [s["step"] for s in steps if s["detail"] == "the session's 40s were spent before it"]
-    assert spent[-1] == "label-monitoring"  # the last step with a budget; gRPC is a hook: "not built yet"
+    assert spent[-1] == "hard"  # the last step
     assert not _left_running_in(tree)  # a step stopped at its timeout stops the servers it started
+
+
+def test_only_the_hard_benchmark_continues_the_rows_an_earlier_session_returned(prepared: tuple[Path, str],
+                                                                                tmp_path: Path) -> None:
+    tree, _ = prepared
+    first = _session(tree, tmp_path / "first", GPU_SESSION_ONLY="hard")
+    assert first.returncode == 0, first.stdout[-3000:]
+    steps = {s["step"]: s for s in json.loads((tmp_path / "first" / SESSION_FILE).read_text())["steps"]}
+    assert [n for n, s in steps.items() if s["status"] == "ran"] == ["wheels", "environment", "hard"]
+    assert steps["workers"]["detail"] == "not in GPU_SESSION_ONLY (hard)"
+    earlier = tree / ".cache/gpu-session/hard"
+    with tarfile.open(tmp_path / "first" / "hard-gpu.tar.gz") as returned:
+        returned.extractall(earlier, filter="data")
+    try:
+        second = _session(tree, tmp_path / "second", GPU_SESSION_ONLY="hard")
+        assert second.returncode == 0, second.stdout[-3000:]
+        again = _hard_run(tmp_path / "second")
+    finally:
+        shutil.rmtree(earlier)
+    assert len(again["rows"]) == 2 and [s["rows"] for s in again["sessions"]] == [2]  # nothing trained twice
+    assert len(again["claims"]) == 2
+
+
+def _hard_run(out: Path) -> dict[str, Any]:
+    """The hard benchmark's JSON from the session's tarball, its predictions beside it."""
+    with tarfile.open(out / "hard-gpu.tar.gz") as returned:
+        names = returned.getnames()
+        document = json.loads(returned.extractfile("./hard-gpu.json").read())  # type: ignore[union-attr]
+    assert all(f"./{row['predictions']}" in names for row in document["rows"])
+    return document
 
 
 def _left_running_in(tree: Path) -> list[int]:

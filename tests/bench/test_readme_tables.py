@@ -56,8 +56,8 @@ def test_readme_keeps_a_results_section_with_every_accuracy_preset() -> None:
     text = README.read_text(encoding="utf-8")
     assert "\n## Results\n" in text
     section = text.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
-    for table in ("accuracy-pretrained", "accuracy-cpu", "accuracy-gpu", "aam-ablation-cpu",
-                  "attention-study-pretrained"):
+    for table in ("hard-cpu-rows", "hard-cpu-claims", "accuracy-pretrained", "accuracy-cpu", "accuracy-gpu",
+                  "aam-ablation-cpu", "attention-study-pretrained"):
         assert f"<!-- table: {table} -->" in section, f"README's Results lost table {table}"
 
 

@@ -7,6 +7,10 @@ is written as JPEG files plus `instances_<split>.json` with boxes, so training a
 
 Every image is rendered from its own seed (dataset seed, split, index), so a dataset is reproducible bit for bit with
 the same Pillow and NumPy, and generation parallelises across processes.
+
+`ObjectsSpec` holds every knob that sets how hard the task is (which labels exist and how often, object sizes, how
+much occlusion, unlabelled look-alike distractors); its defaults are the benchmark above, bit for bit, and
+`training/data/synthetic_hard.py` turns the knobs up.
 """
 
 from __future__ import annotations
@@ -24,14 +28,13 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from training.data.shapes import shape_rings
 
-__all__ = ["OBJECT_CLASSES", "SCENE_TYPES", "ObjectClass", "SceneType", "background", "generate_objects_dataset",
-           "render_scene"]
+__all__ = ["OBJECT_CLASSES", "SCENE_TYPES", "ObjectClass", "ObjectsSpec", "SceneType", "background",
+           "generate_objects_dataset", "render_scene", "sample_classes"]
 
 logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 _SUPERSAMPLE = 2  # masks are drawn at 2x and box-filtered down, for anti-aliased edges
-_MIN_VISIBLE_FRACTION = 0.5  # an object may lose at most half its pixels to objects drawn over it
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -92,9 +95,40 @@ SCENE_TYPES: tuple[SceneType, ...] = (
               ("red_circle", "blue_square", "green_triangle", "pink_heart", "magenta_diamond", "orange_cross")),
 )
 
-_CLASS_INDEX = {c.name: i for i, c in enumerate(OBJECT_CLASSES)}
-_OBJECT_COUNT_WEIGHTS = np.array([0.12, 0.22, 0.24, 0.2, 0.13, 0.09])  # P(1..6 objects)
-_TYPICAL_PROBABILITY = 0.8  # an object comes from its scene's typical set with this probability
+
+
+@dataclass(frozen=True)
+class ObjectsSpec:
+    """What scenes may hold and how hard they are to read; the defaults render the original benchmark bit for bit.
+
+    A knob left at its default draws nothing from the image's random stream, so adding knobs never changes the
+    datasets made without them (tests/training/test_synthetic_hard.py holds the default output to a fixed digest).
+    """
+
+    classes: tuple[ObjectClass, ...] = OBJECT_CLASSES
+    scenes: tuple[SceneType, ...] = SCENE_TYPES
+    object_count_weights: tuple[float, ...] = (0.12, 0.22, 0.24, 0.2, 0.13, 0.09)  # P(1, 2, ... labelled objects)
+    typical_probability: float = 0.8  # an object comes from its scene's typical set with this probability
+    class_weights: tuple[float, ...] | None = None  # relative frequency of each class (None: uniform)
+    radius_range: tuple[float, float] = (0.07, 0.24)  # object radius over the image side, drawn log-uniform
+    min_visible_fraction: float = 0.5  # an object may lose at most this share of its pixels to objects over it
+    distractors: tuple[ObjectClass, ...] = ()  # unlabelled objects, e.g. a label's shape in another colour
+    distractor_count_weights: tuple[float, ...] = (1.0,)  # P(0, 1, ... distractors in an image)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError("ObjectsSpec.classes has duplicate names")
+        if self.class_weights is not None and len(self.class_weights) != len(self.classes):
+            raise ValueError(f"ObjectsSpec.class_weights has {len(self.class_weights)} weights for "
+                             f"{len(self.classes)} classes")
+        unknown = {t for s in self.scenes for t in s.typical} - set(names)
+        if unknown:
+            raise ValueError(f"scene types name classes that are not in ObjectsSpec.classes: {sorted(unknown)}")
+        looks = {(c.shape, c.color, c.texture, c.second_color) for c in self.classes}
+        if any((d.shape, d.color, d.texture, d.second_color) in looks for d in self.distractors):
+            raise ValueError("a distractor looks exactly like a labelled class")
+
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,7 @@ class PlacedObject:
     class_index: int
     bbox: tuple[float, float, float, float]  # x, y, w, h (COCO convention)
     visible_pixels: int
+    pixels: int = 0  # of the whole object, before anything was drawn over it
 
 
 def _rng_for(seed: int, split: str, index: int) -> np.random.Generator:
@@ -163,50 +198,73 @@ def _object_mask(shape: str, size: int, center: tuple[float, float], radius: flo
     return mask.resize((size, size), Image.Resampling.BOX)
 
 
-def _choose_classes(rng: np.random.Generator, scene: SceneType) -> list[int]:
-    count = int(rng.choice(len(_OBJECT_COUNT_WEIGHTS), p=_OBJECT_COUNT_WEIGHTS)) + 1
-    chosen = []
-    for _ in range(count):
-        if rng.random() < _TYPICAL_PROBABILITY:
-            name = scene.typical[int(rng.integers(len(scene.typical)))]
-            chosen.append(_CLASS_INDEX[name])
-        else:
-            chosen.append(int(rng.integers(len(OBJECT_CLASSES))))
-    return chosen
+def _pick(rng: np.random.Generator, pool: list[int], weights: tuple[float, ...] | None) -> int:
+    """One class index of `pool`: uniform (the original draw), or by the classes' relative frequencies."""
+    if weights is None:
+        return pool[int(rng.integers(len(pool)))]
+    chances = np.asarray([weights[i] for i in pool], dtype=np.float64)
+    return pool[int(rng.choice(len(pool), p=chances / chances.sum()))]
+
+
+def sample_classes(rng: np.random.Generator, scene: SceneType, spec: ObjectsSpec = ObjectsSpec()) -> list[int]:
+    """The labelled objects of one scene (class indices, repeats allowed), before placement drops any."""
+    index = {c.name: i for i, c in enumerate(spec.classes)}
+    count_weights = np.asarray(spec.object_count_weights)
+    count = int(rng.choice(len(count_weights), p=count_weights / count_weights.sum())) + 1
+    typical = [index[name] for name in scene.typical]
+    everything = list(range(len(spec.classes)))
+    return [_pick(rng, typical if rng.random() < spec.typical_probability else everything, spec.class_weights)
+            for _ in range(count)]
+
+
+def _with_distractors(rng: np.random.Generator, labelled: list[int], spec: ObjectsSpec) -> list[tuple[int, bool]]:
+    """(class or distractor index, labelled) in drawing order; distractors are shuffled in among the labels."""
+    items = [(c, True) for c in labelled]
+    if not spec.distractors:  # draws nothing, so the original benchmark is unchanged
+        return items
+    weights = np.asarray(spec.distractor_count_weights, dtype=np.float64)
+    count = int(rng.choice(len(weights), p=weights / weights.sum()))
+    items += [(int(rng.integers(len(spec.distractors))), False) for _ in range(count)]
+    return [items[i] for i in rng.permutation(len(items))]
 
 
 def _place(
-    rng: np.random.Generator, size: int, cls: ObjectClass, masks: list[np.ndarray], visible: list[np.ndarray]
+    rng: np.random.Generator, size: int, cls: ObjectClass, masks: list[np.ndarray], visible: list[np.ndarray],
+    spec: ObjectsSpec,
 ) -> tuple[Image.Image, np.ndarray] | None:
-    """Find a position where the new object leaves every earlier one at least half visible; None after 20 tries."""
+    """Find a position where the new object leaves every earlier labelled one visible enough; None after 20 tries."""
+    low, high = spec.radius_range
     for _ in range(20):
-        radius = size * math.exp(rng.uniform(math.log(0.07), math.log(0.24)))
+        radius = size * math.exp(rng.uniform(math.log(low), math.log(high)))
         center = (float(rng.uniform(radius * 0.6, size - radius * 0.6)), float(rng.uniform(radius * 0.6,
                                                                                             size - radius * 0.6)))
         mask = _object_mask(cls.shape, size, center, radius, float(rng.uniform(0, 2 * math.pi)))
         solid = np.asarray(mask) >= 128
         if solid.sum() < 16:
             continue
-        if all((vis & ~solid).sum() >= _MIN_VISIBLE_FRACTION * full.sum() for vis, full in zip(visible, masks,
-                                                                                                 strict=True)):
+        if all((vis & ~solid).sum() >= spec.min_visible_fraction * full.sum()
+               for vis, full in zip(visible, masks, strict=True)):
             return mask, solid
     return None
 
 
-def render_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, str, list[PlacedObject]]:
+def render_scene(
+    rng: np.random.Generator, size: int, spec: ObjectsSpec = ObjectsSpec()
+) -> tuple[Image.Image, str, list[PlacedObject]]:
     """Render one scene.
 
     Returns:
-        The RGB image, the scene type's name and the objects placed (drawn in list order, later ones on top).
+        The RGB image, the scene type's name and the labelled objects placed (drawn in list order, later ones on
+        top; distractors are drawn too, but not returned).
     """
-    scene = SCENE_TYPES[int(rng.integers(len(SCENE_TYPES)))]
+    scene = spec.scenes[int(rng.integers(len(spec.scenes)))]
     image = background(rng, size, scene.background)
-    masks: list[np.ndarray] = []
+    masks: list[np.ndarray] = []  # of labelled objects only: distractors may be covered freely
     visible: list[np.ndarray] = []
     classes: list[int] = []
-    for class_index in _choose_classes(rng, scene):
-        cls = OBJECT_CLASSES[class_index]
-        placed = _place(rng, size, cls, masks, visible)
+    for index, labelled in _with_distractors(rng, sample_classes(rng, scene, spec), spec):
+        cls = spec.classes[index] if labelled else spec.distractors[index]
+        placed = _place(rng, size, cls, masks, visible, spec)
         if placed is None:
             continue
         mask, solid = placed
@@ -216,31 +274,32 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, str,
             image = Image.composite(Image.new("RGB", image.size, outline), image, edge)
         image = Image.composite(_texture(rng, size, cls), image, mask)
         visible = [vis & ~solid for vis in visible]
-        masks.append(solid)
-        visible.append(solid.copy())
-        classes.append(class_index)
+        if labelled:
+            masks.append(solid)
+            visible.append(solid.copy())
+            classes.append(index)
     objects = []
     for class_index, full, vis in zip(classes, masks, visible, strict=True):
         ys, xs = np.nonzero(full)
         bbox = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
-        objects.append(PlacedObject(class_index, bbox, int(vis.sum())))
+        objects.append(PlacedObject(class_index, bbox, int(vis.sum()), int(full.sum())))
     return image, scene.name, objects
 
 
-def _render_to_file(args: tuple[int, str, int, int, Path, int]) -> dict:
-    seed, split, index, size, path, quality = args
+def _render_to_file(args: tuple[int, str, int, int, Path, int, ObjectsSpec]) -> dict:
+    seed, split, index, size, path, quality, spec = args
     rng = _rng_for(seed, split, index)
-    image, scene, objects = render_scene(rng, size)
+    image, scene, objects = render_scene(rng, size, spec)
     image.save(path, format="JPEG", quality=quality)
     return {"scene": scene, "objects": objects}
 
 
 def _split_records(
-    out_dir: Path, split: str, count: int, size: int, seed: int, quality: int, workers: int
+    out_dir: Path, split: str, count: int, size: int, seed: int, quality: int, workers: int, spec: ObjectsSpec
 ) -> Iterator[tuple[int, str, dict]]:
     image_dir = out_dir / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, split, i, size, image_dir / f"{i:06d}.jpg", quality) for i in range(count)]
+    jobs = [(seed, split, i, size, image_dir / f"{i:06d}.jpg", quality, spec) for i in range(count)]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_render_to_file, jobs, chunksize=32)
@@ -259,8 +318,9 @@ def generate_objects_dataset(
     seed: int = 0,
     jpeg_quality: int = 92,
     workers: int = 1,
+    spec: ObjectsSpec = ObjectsSpec(),
 ) -> dict[str, Path]:
-    """Render the `objects` task into `out_dir` as a COCO-format dataset.
+    """Render the `objects` task (or the variant `spec` describes) into `out_dir` as a COCO-format dataset.
 
     Layout: `images/<split>/NNNNNN.jpg` and `annotations/instances_<split>.json` (COCO instances format; image
     `file_name` is relative to `images/`, and each image also records its `scene`).
@@ -270,11 +330,12 @@ def generate_objects_dataset(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "annotations").mkdir(exist_ok=True)
-    categories = [{"id": i + 1, "name": c.name, "supercategory": c.shape} for i, c in enumerate(OBJECT_CLASSES)]
+    categories = [{"id": i + 1, "name": c.name, "supercategory": c.shape} for i, c in enumerate(spec.classes)]
     written = {}
     for split, count in (("train", num_train), ("val", num_val)):
         images, annotations = [], []
-        for index, file_name, record in _split_records(out_dir, split, count, image_size, seed, jpeg_quality, workers):
+        records = _split_records(out_dir, split, count, image_size, seed, jpeg_quality, workers, spec)
+        for index, file_name, record in records:
             image_id = index + 1
             images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size,
                            "scene": record["scene"]})

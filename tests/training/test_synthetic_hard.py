@@ -179,7 +179,7 @@ def test_generated_hard_dataset_has_a_long_tail_on_disk(tmp_path: Path) -> None:
 
 
 def test_cli_writes_the_hard_variants(tmp_path: Path) -> None:
-    from labelserve.cli import main as cli_main
+    from labelserve_tools.cli import main as cli_main
 
     common = ["--train", "3", "--val", "2", "--image-size", "48", "--workers", "1", "--hard"]
     assert cli_main(["data", "objects", "--out", str(tmp_path / "o"), *common]) == 0

@@ -45,7 +45,7 @@ from bench.models import DEFAULT_REPOSITORY, ensure_model
 from bench.repositories import copy_version, write_model_config
 from labelserve.bundle import list_versions
 from labelserve.client import Client
-from labelserve_tools.loadgen import closed_loop, multipart_request
+from labelserve_tools.loadgen import closed_loop, multipart_request, process_tree_cpu_s
 from labelserve_tools.local_server import ServerProcess, start_server
 
 SCENES = 500  # answers given feedback, then answers measured
@@ -186,7 +186,8 @@ def _reviewers_process(url: str, payload: bytes, seconds: float, reviewers: int,
     pipe.close()
 
 
-def _load(url: str, requests: list[bytes], payload: bytes, seconds: float, reviewers: int) -> dict[str, Any]:
+def _load(url: str, requests: list[bytes], payload: bytes, seconds: float, reviewers: int,
+          server_pid: int | None = None) -> dict[str, Any]:
     """32 predicting clients for `seconds`; with `reviewers` people sending feedback meanwhile, from another
     process. Returns throughput, latency, and the feedback sent."""
     review: dict[str, Any] = {"feedback": 0, "feedback_latency": percentiles_ms([]), "refused": {}}
@@ -198,12 +199,16 @@ def _load(url: str, requests: list[bytes], payload: bytes, seconds: float, revie
         process.start()
     latencies: list[float] = []
     statuses: Counter = Counter()
+    cpu_before = process_tree_cpu_s(server_pid) if server_pid else 0.0
     elapsed = asyncio.run(closed_loop(url, requests, 32, seconds, latencies, statuses))
+    server_cpu_s = process_tree_cpu_s(server_pid) - cpu_before if server_pid else float("nan")
     if process is not None:
         review = ours.recv() if ours.poll(seconds + 60) else review
         process.join(30)
-    return {"images_per_s": statuses.get(200, 0) / elapsed, "latency": percentiles_ms(latencies),
-            "answers": {str(k): v for k, v in statuses.items()}, **review}
+    answered = statuses.get(200, 0)
+    return {"images_per_s": answered / elapsed, "latency": percentiles_ms(latencies),
+            "answers": {str(k): v for k, v in statuses.items()},
+            "server_cpu_ms_per_image": 1000.0 * server_cpu_s / answered if answered else float("nan"), **review}
 
 
 def measure_cost(bench_repository: Path, seconds: float, rounds: int) -> dict[str, Any]:
@@ -224,17 +229,23 @@ def measure_cost(bench_repository: Path, seconds: float, rounds: int) -> dict[st
                     requests = [multipart_request(server.url, "/predict", f"{i}.jpg", p)
                                 for i, p in enumerate(payloads)]
                     _load(server.url, requests, payloads[0], 2.0, 0)  # warm-up
-                    runs[mode].append(_load(server.url, requests, payloads[0], seconds, reviewers))
+                    runs[mode].append(_load(server.url, requests, payloads[0], seconds, reviewers,
+                                            server.process.pid))
                     server.stop()
     summary = {mode: {"images_per_s": statistics.median(r["images_per_s"] for r in results),
                       "p99_ms": statistics.median(r["latency"]["p99_ms"] for r in results),
+                      "server_cpu_ms_per_image": statistics.median(r["server_cpu_ms_per_image"] for r in results),
                       "feedback": sum(r["feedback"] for r in results),
                       "feedback_p99_ms": statistics.median(r["feedback_latency"]["p99_ms"] for r in results)
                       if any(r["feedback"] for r in results) else None}
                for mode, results in runs.items()}
     return {"runs": runs, "summary": summary,
             "kept_over_not_kept": summary["kept"]["images_per_s"] / summary["not kept"]["images_per_s"],
-            "reviewers_over_none": summary["kept, 32 reviewers"]["images_per_s"] / summary["kept"]["images_per_s"]}
+            "reviewers_over_none": summary["kept, 32 reviewers"]["images_per_s"] / summary["kept"]["images_per_s"],
+            # the server's own capacity with feedback arriving, its CPU per answered image (feedback's included)
+            # against without: on 2 shared cores the reviewers' client CPU also takes from the throughput above
+            "server_capacity_reviewers_over_none": summary["kept"]["server_cpu_ms_per_image"]
+            / summary["kept, 32 reviewers"]["server_cpu_ms_per_image"]}
 
 
 def main() -> None:
@@ -258,7 +269,8 @@ def main() -> None:
         result["cost"] = measure_cost(args.repository, args.seconds, args.rounds)
         print(json.dumps(result["cost"]["summary"], indent=1), flush=True)
         print(f"kept/not kept {result['cost']['kept_over_not_kept']:.3f}; with 32 reviewers/without "
-              f"{result['cost']['reviewers_over_none']:.3f}", flush=True)
+              f"{result['cost']['reviewers_over_none']:.3f}; server capacity with reviewers/without "
+              f"{result['cost']['server_capacity_reviewers_over_none']:.3f}", flush=True)
     path = write_results("feedback", result, args.out)
     print(f"wrote {path}")
 

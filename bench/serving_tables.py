@@ -178,17 +178,21 @@ def _feedback(documents: list[dict[str, Any]]) -> str:
                      f"{row['labels_changed']} of {len(row['per_label_f1_after'])} | {row['labels_better']} / "
                      f"{row['labels_worse']} |")
     summary = document["cost"]["summary"]
-    lines += ["", "| demo, 32 clients | img/s | p99 ms | feedback sent | feedback p99 ms |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "| demo, 32 clients | img/s | p99 ms | server CPU ms per image | feedback sent | feedback p99 ms |",
+              "|---|---:|---:|---:|---:|---:|"]
     for mode, row in summary.items():
         feedback_p99 = "–" if row["feedback_p99_ms"] is None else _number(row["feedback_p99_ms"])
         lines.append(f"| answers {mode} | {_number(row['images_per_s'])} | {_number(row['p99_ms'])} | "
-                     f"{row['feedback']:,} | {feedback_p99} |")
+                     f"{_number(row.get('server_cpu_ms_per_image', float('nan')), 2)} | {row['feedback']:,} | "
+                     f"{feedback_p99} |")
     gain = document["gain"][0]
     lines += ["", f"Feedback on {gain['feedback']} answers, F1 measured on the next {gain['measured']} scenes of the "
                   f"generator (another seed than the validation split), each version answering the same images. "
                   f"Kept / not kept: {document['cost']['kept_over_not_kept']:.3f}; with 32 reviewers / without: "
-                  f"{document['cost']['reviewers_over_none']:.3f} (medians of {document['rounds']} alternated rounds "
+                  f"{document['cost']['reviewers_over_none']:.3f} in throughput, "
+                  f"{document['cost'].get('server_capacity_reviewers_over_none', float('nan')):.3f} in the server's "
+                  f"capacity (its CPU per answered image, the feedback's included) "
+                  f"(medians of {document['rounds']} alternated rounds "
                   f"of {document['seconds']:g} s, clients on the same 2 cores); {document['created_at'][:16]} UTC."]
     return "\n".join(lines)
 

@@ -109,13 +109,20 @@ def _grpc_target(server: RunningServer) -> str | None:
     return match.group(1) if match else None
 
 
+def _serve(kind: str, repository: Path, model: str) -> contextlib.AbstractContextManager[RunningServer]:
+    """bench.servers' server `kind`, with `LABELSERVE_*` settings after a colon: `labelserve:grpc=false,port=0`."""
+    name, _, options = kind.partition(":")
+    settings = dict(option.split("=", 1) for option in options.split(",") if option)
+    return serve(name, repository, model, **settings)
+
+
 def measure(kinds: list[str], repository: Path, model: str, payloads: list[bytes], rounds: int, seconds: float,
             concurrencies: tuple[int, ...]) -> list[dict[str, Any]]:
     """Every server kind (bench.servers: `labelserve`, `labelserve@<commit>`), all up at once, every protocol it
     speaks at every concurrency, `rounds` times in rotated order; medians per cell."""
     runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     with contextlib.ExitStack() as stack:
-        servers = {kind: stack.enter_context(serve(kind, repository, model)) for kind in kinds}
+        servers = {kind: stack.enter_context(_serve(kind, repository, model)) for kind in kinds}
         cells = [(kind, protocol) for kind in kinds for protocol in PROTOCOLS
                  if protocol != "grpc" or _grpc_target(servers[kind]) is not None]
         for kind, protocol in cells:  # warm-up: every path once
@@ -147,7 +154,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--servers", nargs="+", default=["labelserve"],
-                        help="labelserve (this checkout) and labelserve@<commit> (before/after)")
+                        help="labelserve (this checkout) and labelserve@<commit> (before/after), each with optional "
+                             "settings after a colon (labelserve:grpc=false)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="per protocol, concurrency and round")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])

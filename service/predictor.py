@@ -140,7 +140,7 @@ class Predictor:
         """
         with model.batcher.incoming():
             spec = model.manifest.input
-            with tracing.span("decode", **{"labelserve.bytes": len(upload.data)}):
+            with tracing.span("decode"):
                 array, size = await model.decode_pool.run(_prepare, upload, spec, self._limits,
                                                           self._jpeg_for(spec))
             pending = self._submit(model, array, attention)

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -37,6 +37,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACER_NAME = "labelserve"
 _enabled = False
 _tracer: trace.Tracer = trace.NoOpTracer()
+_NOTHING = nullcontext()
 
 
 def enabled() -> bool:
@@ -112,14 +113,12 @@ def mark_status(current: Any, status: int) -> None:
         current.set_status(Status(StatusCode.ERROR))
 
 
-@contextmanager
-def span(name: str, **attributes: Any) -> Iterator[None]:
-    """A child span of the current one for the block (nothing when tracing is off)."""
+def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
+    """A child span of the current one for the block; when tracing is off, one shared do-nothing context (no
+    generator is made: this is on every request's path)."""
     if not _enabled:
-        yield
-        return
-    with _tracer.start_as_current_span(name, attributes=attributes):
-        yield
+        return _NOTHING
+    return _tracer.start_as_current_span(name, attributes=attributes)
 
 
 def current_context() -> SpanContext | None:
@@ -142,13 +141,12 @@ def record_queue_wait(parent: SpanContext | None, enqueued_at: float, started_at
     queued.end(end_time=now_ns - int((now - started_at) * 1e9))
 
 
-@contextmanager
-def batch_span(model: str, size: int, members: list[SpanContext | None]) -> Iterator[None]:
+def batch_span(model: str, size: int, members: list[SpanContext | None]) -> AbstractContextManager[Any]:
     """One `engine batch` span, a root linked to every traced request in the batch (nothing when none is traced)."""
+    if not _enabled:
+        return _NOTHING
     links = [Link(member) for member in members if member is not None]
-    if not _enabled or not links:
-        yield
-        return
-    with _tracer.start_as_current_span("engine batch", context=otel_context.Context(), links=links,
-                                         attributes={"labelserve.model": model, "labelserve.batch_size": size}):
-        yield
+    if not links:
+        return _NOTHING
+    return _tracer.start_as_current_span("engine batch", context=otel_context.Context(), links=links,
+                                         attributes={"labelserve.model": model, "labelserve.batch_size": size})

@@ -152,7 +152,7 @@ def run_workers(settings: Settings) -> int:
     if _on_gpu(settings):
         logger.warning("%d workers on a GPU: each creates its own CUDA context, holds its own copy of every model "
                        "and batches only its share of the requests, so batches get smaller; one worker is usually "
-                       "the better shape on one GPU (README, Many cores)", settings.workers)
+                       "the better shape on one GPU (docs/operations.md, Many cores)", settings.workers)
     try:
         return _Supervisor(per_worker, listener, metrics_dir).run()
     finally:

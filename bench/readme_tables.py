@@ -1,9 +1,10 @@
-"""README tables generated from committed benchmark JSON, so the figures on the product page cannot drift or vanish.
+"""Tables generated from committed benchmark JSON, so the figures in README and docs/ cannot drift or vanish.
 
-    python -m bench.readme_tables            # rewrite every marked table in README.md from its JSON
-    python -m bench.readme_tables --check    # exit 1 (with a diff) when README.md differs from what the JSON renders
+    python -m bench.readme_tables            # rewrite every marked table in README.md and docs/*.md from its JSON
+    python -m bench.readme_tables --check    # exit 1 (with a diff) when a page differs from what the JSON renders
 
-README.md marks each generated block with a pair of comments; everything between them is owned by the generator:
+A page (README.md or any docs/*.md) marks each generated block with a pair of comments; everything between them is
+owned by the generator:
 
     <!-- table: accuracy-cpu -->
     ...generated markdown...
@@ -16,9 +17,10 @@ turns their parsed contents into markdown, in a module listed in `TABLE_MODULES`
     def _engine(documents: list[dict]) -> str: ...
 
 Benchmarks write timestamped files by default (`<name>-YYYYmmdd-HHMMSS.json`, ignored by git); a run meant for the
-README is written with a stable name (`--out bench/results/<name>.json`), committed, and rendered from there.
-Registered tables that README.md does not mark are allowed (they may be rendered elsewhere); a marker naming an
-unregistered table is an error.
+pages is written with a stable name (`--out bench/results/<name>.json`), committed, and rendered from there.
+A table is marked at most once over all the pages, and every registered table whose JSON is committed is marked
+somewhere (a table whose JSON is not committed yet may wait unmarked); a marker naming an unregistered table is an
+error.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["README", "ROOT", "TABLES", "TABLE_MODULES", "Table", "load_tables", "register_table", "render_readme",
-           "render_table"]
+__all__ = ["README", "ROOT", "TABLES", "TABLE_MODULES", "Table", "load_tables", "marked_tables", "pages",
+           "placement_problems", "register_table", "render_readme", "render_table"]
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = "docs"  # besides README.md, every markdown page in this folder may mark tables
 _BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
 
 Renderer = Callable[[list[dict[str, Any]]], str]
@@ -49,7 +52,7 @@ TABLE_MODULES = ("bench.accuracy_tables", "bench.hard_tables", "bench.serving_ta
 
 @dataclass(frozen=True)
 class Table:
-    """A named README table: the JSON files it is rendered from, and how."""
+    """A named generated table: the JSON files it is rendered from, and how."""
 
     name: str
     sources: tuple[str, ...]
@@ -64,7 +67,7 @@ def register_table(name: str, *sources: str) -> Callable[[Renderer], Renderer]:
 
     def decorate(render: Renderer) -> Renderer:
         if name in TABLES:
-            raise ValueError(f"README table {name!r} is registered twice")
+            raise ValueError(f"table {name!r} is registered twice")
         TABLES[name] = Table(name, sources, render)
         return render
 
@@ -83,7 +86,7 @@ def render_table(name: str, root: Path = ROOT) -> str:
     try:
         table = TABLES[name]
     except KeyError:
-        raise KeyError(f"README marks table {name!r}, which is not registered; known: {sorted(TABLES)}") from None
+        raise KeyError(f"a page marks table {name!r}, which is not registered; known: {sorted(TABLES)}") from None
     documents = []
     for source in table.sources:
         path = root / source
@@ -95,7 +98,7 @@ def render_table(name: str, root: Path = ROOT) -> str:
 
 
 def render_readme(text: str, root: Path = ROOT) -> str:
-    """`text` with every marked block replaced by its table's current rendering."""
+    """`text` (README.md or a docs page) with every marked block replaced by its table's current rendering."""
     return _BLOCK.sub(lambda m: m.group(1) + render_table(m.group("name"), root) + m.group(4), text)
 
 
@@ -104,26 +107,61 @@ def marked_tables(text: str) -> list[str]:
     return [m.group("name") for m in _BLOCK.finditer(text)]
 
 
+def pages(root: Path = ROOT) -> list[Path]:
+    """The pages that may mark tables: README.md and every `docs/*.md` under `root`."""
+    return [root / "README.md", *sorted((root / DOCS).glob("*.md"))]
+
+
+def placement_problems(texts: dict[str, str], root: Path = ROOT) -> list[str]:
+    """What is wrong with where `texts` (page name -> text) mark the registered tables: a table marked more than once,
+    or a registered table whose JSON is committed under `root` and which no page marks."""
+    where: dict[str, list[str]] = {}
+    for page, text in texts.items():
+        for name in marked_tables(text):
+            where.setdefault(name, []).append(page)
+    problems = [f"table {name!r} is marked {len(found)} times ({', '.join(found)}); mark it once"
+                for name, found in sorted(where.items()) if len(found) > 1]
+    for name, table in sorted(TABLES.items()):
+        committed = all((root / source).is_file() for source in table.sources)
+        if committed and name not in where:
+            problems.append(f"table {name!r} has its JSON ({', '.join(table.sources)}) but no page marks it: add "
+                            f"<!-- table: {name} --> <!-- /table --> to the page of its section")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if README.md is stale")
-    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a page is stale")
+    parser.add_argument("--page", "--readme", dest="pages", type=Path, action="append",
+                        help="a page to render (repeatable; default: README.md and docs/*.md under --root)")
     parser.add_argument("--root", type=Path, default=ROOT, help="where the tables' JSON paths start")
     args = parser.parse_args(argv)
     load_tables()
-    current = args.readme.read_text(encoding="utf-8")
-    rendered = render_readme(current, args.root)
-    if args.check:
-        if rendered != current:
+    paths = args.pages or pages(args.root)
+    texts = {str(path): path.read_text(encoding="utf-8") for path in paths}
+    stale = False
+    for path in paths:
+        current = texts[str(path)]
+        try:
+            rendered = render_readme(current, args.root)
+        except (KeyError, FileNotFoundError) as error:
+            print(f"{path}: {error.args[0]}", file=sys.stderr)
+            stale = True
+            continue
+        if rendered == current:
+            continue
+        if args.check:
             sys.stdout.writelines(difflib.unified_diff(current.splitlines(keepends=True),
-                                                       rendered.splitlines(keepends=True), "README.md", "rendered"))
-            print("README.md differs from its JSON: run python -m bench.readme_tables", file=sys.stderr)
-            return 1
-        return 0
-    if rendered != current:
-        args.readme.write_text(rendered, encoding="utf-8")
-    print(f"rendered {len(marked_tables(current))} tables into {args.readme}")
-    return 0
+                                                       rendered.splitlines(keepends=True), str(path), "rendered"))
+            print(f"{path} differs from its JSON: run python -m bench.readme_tables", file=sys.stderr)
+            stale = True
+        else:
+            path.write_text(rendered, encoding="utf-8")
+            print(f"rendered {len(marked_tables(current))} tables into {path}")
+    problems = placement_problems(texts, args.root)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if stale or problems else 0
 
 
 if __name__ == "__main__":

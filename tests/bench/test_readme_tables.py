@@ -11,8 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.readme_tables import (README, ROOT, TABLES, Table, load_tables, main, marked_tables, pages,
-                                 placement_problems, render_readme)
+from bench.readme_tables import (
+    README,
+    ROOT,
+    TABLES,
+    Table,
+    load_tables,
+    main,
+    marked_tables,
+    pages,
+    placement_problems,
+    render_readme,
+)
 
 RESULTS_PAGE = ROOT / "docs" / "results.md"
 

@@ -129,6 +129,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     overrides = {"model_repository": args.repository, "host": args.host, "port": args.port, "workers": args.workers,
+                 "grpc_port": args.grpc_port, "grpc": False if args.no_grpc else None,
                  "log_level": "DEBUG" if args.verbose else None}  # the service's JSON logging replaces the CLI's
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -414,10 +415,13 @@ def _parser() -> argparse.ArgumentParser:
                            help="attention overlays per image, at most (default: %(default)s)")
     visualize.set_defaults(func=_cmd_visualize)
 
-    serve = commands.add_parser("serve", help="serve every model in a repository over HTTP")
+    serve = commands.add_parser("serve", help="serve every model in a repository over HTTP and gRPC")
     serve.add_argument("--repository", help="model repository root (LABELSERVE_MODEL_REPOSITORY)")
     serve.add_argument("--host", help="bind address (LABELSERVE_HOST)")
     serve.add_argument("--port", type=int, help="port (LABELSERVE_PORT)")
+    serve.add_argument("--grpc-port", type=int, help="port of the Open Inference Protocol over gRPC "
+                                                     "(LABELSERVE_GRPC_PORT, default 8001; 0: the kernel picks)")
+    serve.add_argument("--no-grpc", action="store_true", help="HTTP only (LABELSERVE_GRPC=false)")
     serve.add_argument("--workers", type=int, help="server processes sharing the port, each with its own batchers and "
                                                    "engines (LABELSERVE_WORKERS, default 1)")
     serve.set_defaults(func=_cmd_serve)

@@ -186,3 +186,14 @@ def test_workers_share_one_grpc_port(model_repository: Path, tmp_path: Path, val
         for _ in range(8):
             assert client.infer("tiny", [_bytes_input(val_jpegs[:1])]).as_numpy("probabilities").shape[0] == 1
         server.stop()
+
+
+def test_labelserve_serve_takes_the_grpc_port_or_none(model_repository: Path, tmp_path: Path) -> None:
+    (tmp_path / "on").mkdir()
+    (tmp_path / "off").mkdir()
+    with start_server(model_repository, tmp_path / "on", entry="cli", arguments=["--grpc-port", "0"]) as server:
+        assert triton.InferenceServerClient(server.grpc_target).is_server_ready()
+        server.stop()
+    with start_server(model_repository, tmp_path / "off", entry="cli", arguments=["--no-grpc"]) as server:
+        assert "GRPCInferenceService" not in server.log()
+        server.stop()

@@ -13,9 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ import numpy as np
 import pytest
 from chromium_driver import chromium
 from demo_build import DemoBuild
+from e2e_support import wait_for
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -77,15 +76,6 @@ def _kill(server: ServerProcess) -> None:
     server.process.wait()
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_feedback_survives_a_kill_and_calibration_beats_the_validation_thresholds(
         demo: DemoBuild, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
@@ -117,7 +107,8 @@ def test_feedback_survives_a_kill_and_calibration_beats_the_validation_threshold
         assert calibrated.returncode == 0, calibrated.stderr
         assert f"{FEEDBACK + 1} answers with feedback" in calibrated.stdout  # every acknowledged feedback survived
         assert (root / "demo" / "2" / "model.onnx").stat().st_ino == (root / "demo" / "1" / "model.onnx").stat().st_ino
-        _wait_for(lambda: [m["version"] for m in httpx.get(f"{server.url}/models").json()["models"]] == [1, 2])
+        wait_for(lambda: [m["version"] for m in httpx.get(f"{server.url}/models").json()["models"]] == [1, 2],
+                 timeout_s=30)
         before = _micro_f1(_answers(server, images[later], version=1), truths[later])
         after_answers = _answers(server, images[later])
         assert {a["version"] for a in after_answers} == {2}

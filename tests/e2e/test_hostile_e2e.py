@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from e2e_support import wait_for
 
 from labelserve_tools.loadgen import multipart_request
 from labelserve_tools.local_server import ServerProcess, start_server
@@ -148,7 +149,8 @@ def test_a_client_that_aborts_mid_body_is_499_one_info_line_and_no_traceback(gua
     sock.sendall(predict_request[:len(predict_request) // 2])
     time.sleep(0.3)
     sock.close()
-    _wait_for(lambda: guarded.metric("labelserve_requests_total", route="/predict", status="499") == before + 1)
+    wait_for(lambda: guarded.metric("labelserve_requests_total", route="/predict", status="499") == before + 1,
+             timeout_s=10)
     assert _server_errors(guarded) == errors_before
     lines = [r for r in guarded.log_records() if r.get("status") == 499]
     assert lines and all(r["level"] == "INFO" for r in lines)
@@ -186,7 +188,8 @@ def test_a_chunked_body_broken_mid_way_is_the_apps_400_not_500(guarded: ServerPr
     time.sleep(0.3)
     sock.sendall(b"zz\r\n")
     assert _json_error(sock)[:2] == (400, "malformed_request")
-    _wait_for(lambda: guarded.metric("labelserve_requests_total", route="/predict", status="400") == before + 1)
+    wait_for(lambda: guarded.metric("labelserve_requests_total", route="/predict", status="400") == before + 1,
+             timeout_s=10)
     assert not [r for r in guarded.log_records() if r.get("level") == "ERROR" or "Traceback" in json.dumps(r)]
 
 
@@ -232,7 +235,7 @@ def test_an_answer_the_client_never_reads_is_dropped_after_the_send_timeout(guar
     request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
     with contextlib.suppress(OSError):
         sock.sendall(request * 2000)
-    _wait_for(lambda: _closes(guarded, "send_timeout") == before + 1, timeout_s=20)
+    wait_for(lambda: _closes(guarded, "send_timeout") == before + 1, timeout_s=20)
     sock.close()
     assert httpx.get(f"{guarded.url}/healthz", timeout=10).status_code == 200
 
@@ -294,15 +297,7 @@ def test_the_open_file_limit_is_raised_and_reported(model_repository: Path, tmp_
         limits = Path(f"/proc/{server.process.pid}/limits").read_text()
         assert re.search(rf"Max open files\s+{hard}\s+{hard}", limits), limits
         assert f"open-file limit {hard} (raised from 256)" in server.log()
-        _wait_for(lambda: server.metric("labelserve_file_descriptors", kind="limit") == hard, timeout_s=15)
+        wait_for(lambda: server.metric("labelserve_file_descriptors", kind="limit") == hard, timeout_s=15)
         assert 0 < server.metric("labelserve_file_descriptors", kind="open") < hard
         server.stop()
 
-
-def _wait_for(condition: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")

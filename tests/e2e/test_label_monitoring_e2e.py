@@ -10,7 +10,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 import tritonclient.http as triton
 from chromium_driver import chromium
 from demo_build import DemoBuild
+from e2e_support import wait_for
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -108,7 +108,7 @@ def test_a_colour_hidden_from_the_stream_flags_exactly_its_label_on_metrics_and_
         flagged, first = _stream_until_flagged(server, images[:300])
         assert flagged == ["yellow_star"]
         assert first is not None and first <= 200 + CHUNK, first  # flagged as soon as the window may judge
-        _wait_for(lambda: server.metric("labelserve_labels_flagged", model="demo", version="1") == 1)
+        wait_for(lambda: server.metric("labelserve_labels_flagged", model="demo", version="1") == 1, timeout_s=10)
         assert server.metric("labelserve_label_drift", model="demo", version="1", label="yellow_star") > 0.25
         assert server.metric("labelserve_label_drift_threshold", model="demo", version="1") == 0.25
         _the_page_shows(server, "yellow_star", tmp_path)
@@ -175,15 +175,15 @@ def test_a_shadows_flip_rates_equal_an_offline_comparison_of_the_two_versions(tw
     with start_server(two_versions, tmp_path, **SETTINGS) as server:
         for sent, image in enumerate(images, start=1):  # one at a time, each copy done before the next: every image
             assert _predict(server, [image])["version"] == 1  # has spare capacity; the shadow never answers
-            _wait_for(lambda count=sent: _label_stats(server)["shadow"]["compared"] == count)
+            wait_for(lambda count=sent: _label_stats(server)["shadow"]["compared"] == count, timeout_s=10)
         shadow = _label_stats(server)["shadow"]
         assert (shadow["candidate_version"], shadow["dropped_total"]) == (2, 0)
         served = {entry["name"]: entry["flip_rate"] for entry in shadow["labels"]}
         offline = _offline_flip_rates(two_versions, images)
         assert served == pytest.approx(offline, abs=1 / len(images))
         assert max(offline.values()) > 0  # differently trained: they disagree somewhere
-        _wait_for(lambda: server.metric("labelserve_shadow_compared", model="demo", version="1",
-                                        candidate="2") == len(images))
+        wait_for(lambda: server.metric("labelserve_shadow_compared", model="demo", version="1",
+                                        candidate="2") == len(images), timeout_s=10)
         server.stop()
 
 
@@ -208,15 +208,7 @@ def test_a_canary_is_sticky_per_client_and_promote_moves_the_default(two_version
                                   text=True, timeout=60, check=False)
         assert promoted.returncode == 0, promoted.stderr
         assert "version 2 now answers" in promoted.stderr and "canary entry dropped" in promoted.stderr
-        _wait_for(lambda: all(_predict(server, image, {"X-Client-Key": f"client-{c}"})["version"] == 2
+        wait_for(lambda: all(_predict(server, image, {"X-Client-Key": f"client-{c}"})["version"] == 2
                               for c in range(5)), timeout_s=20)
         server.stop()
 
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")

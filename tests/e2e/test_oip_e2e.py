@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from e2e_support import predict_probabilities
 from PIL import Image, ImageOps
 from tritonclient.utils import InferenceServerException
 
@@ -28,13 +29,6 @@ Images = list[tuple[str, bytes]]
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> triton.InferenceServerClient:
     return triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
-
-
-def _predict_probabilities(server: ServerProcess, images: Images, labels: tuple[str, ...]) -> np.ndarray:
-    files = [("files", (name, data, "image/jpeg")) for name, data in images]
-    results = httpx.post(f"{server.url}/predict", files=files, timeout=60).json()["results"]
-    rows = [{label["name"]: label["probability"] for label in result["labels"]} for result in results]
-    return np.array([[row[name] for name in labels] for row in rows])
 
 
 def test_health_and_metadata(client: triton.InferenceServerClient, tiny_bundle: Bundle) -> None:
@@ -62,7 +56,7 @@ def test_encoded_images_as_binary_bytes_equal_predict(client: triton.InferenceSe
                triton.InferRequestedOutput("attention", binary_data=True)]
     result = client.infer("tiny", [tensor], outputs=outputs, request_id="req-7")
     probabilities = result.as_numpy("probabilities")
-    expected = _predict_probabilities(server, images, tiny_bundle.manifest.labels)
+    expected = predict_probabilities(server, images, tiny_bundle.manifest.labels)
     assert probabilities.shape == expected.shape
     assert np.abs(probabilities - expected).max() <= 1e-5
     attention = result.as_numpy("attention")
@@ -83,7 +77,7 @@ def test_preprocessed_tensor_as_json_equals_predict(client: triton.InferenceServ
     result = client.infer("tiny", [tensor], model_version="1",
                           outputs=[triton.InferRequestedOutput("probabilities", binary_data=False),
                                    triton.InferRequestedOutput("logits", binary_data=False)])
-    expected = _predict_probabilities(server, images, tiny_bundle.manifest.labels)
+    expected = predict_probabilities(server, images, tiny_bundle.manifest.labels)
     assert np.abs(result.as_numpy("probabilities") - expected).max() <= 1e-5
     assert result.as_numpy("logits").shape == expected.shape
 

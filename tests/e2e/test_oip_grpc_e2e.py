@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from e2e_support import predict_probabilities
 from PIL import Image, ImageOps
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
@@ -42,13 +42,6 @@ def _bytes_input(images: Images) -> triton.InferInput:
     tensor = triton.InferInput("image_bytes", [len(images)], "BYTES")
     tensor.set_data_from_numpy(np.array([data for _, data in images], dtype=np.object_))
     return tensor
-
-
-def _predict_probabilities(server: ServerProcess, images: Images, labels: tuple[str, ...]) -> np.ndarray:
-    files = [("files", (name, data, "image/jpeg")) for name, data in images]
-    results = httpx.post(f"{server.url}/predict", files=files, timeout=60).json()["results"]
-    rows = [{label["name"]: label["probability"] for label in result["labels"]} for result in results]
-    return np.array([[row[name] for name in labels] for row in rows])
 
 
 def test_health_metadata_and_repository_index(client: triton.InferenceServerClient, tiny_bundle: Bundle) -> None:
@@ -75,7 +68,7 @@ def test_encoded_images_equal_predict_and_are_counted_in_statistics(
     result = client.infer("tiny", [_bytes_input(images)], request_id="grpc-req-1",
                           outputs=[triton.InferRequestedOutput("probabilities"),
                                    triton.InferRequestedOutput("attention")])
-    expected = _predict_probabilities(server, images, tiny_bundle.manifest.labels)
+    expected = predict_probabilities(server, images, tiny_bundle.manifest.labels)
     assert np.abs(result.as_numpy("probabilities") - expected).max() <= 1e-6
     assert result.as_numpy("attention").shape[:2] == (len(images), len(tiny_bundle.manifest.labels))
     response = result.get_response()
@@ -90,7 +83,7 @@ def test_typed_contents_and_fp32_tensors_equal_predict(server: ServerProcess, va
                                                        tiny_bundle: Bundle) -> None:
     """Inputs in `contents` (bytes_contents, fp32_contents) rather than raw: what hand-written clients send."""
     images = val_jpegs[3:5]
-    expected = _predict_probabilities(server, images, tiny_bundle.manifest.labels)
+    expected = predict_probabilities(server, images, tiny_bundle.manifest.labels)
     arrays = []
     for _, data in images:
         with Image.open(io.BytesIO(data)) as image:

@@ -4,13 +4,13 @@ concurrent requests share batches (proved from a Prometheus scrape), bad input g
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from e2e_support import wait_for
 
 from labelserve.bundle import Bundle
 from labelserve_tools.loadgen import run_level
@@ -107,27 +107,18 @@ def test_bad_input_gets_a_json_error_and_the_server_keeps_serving(server: Server
     assert _post(server.url, val_jpegs[:1]).status_code == 200
 
 
-
-
 def test_sigterm_answers_every_accepted_request_before_exiting(model_repository: Path, tmp_path: Path,
                                                                val_jpegs: Images, reference: Reference) -> None:
     images = val_jpegs[:6]
     with start_server(model_repository, tmp_path, max_batch_size="8") as draining, \
             ThreadPoolExecutor(max_workers=len(images)) as pool:
         futures = [pool.submit(slow_post, draining.url, image, 2.0) for image in images]
-        _wait_for(lambda: draining.metric("labelserve_requests_in_flight", method="POST") == len(images))
+        wait_for(lambda: draining.metric("labelserve_requests_in_flight", method="POST") == len(images), timeout_s=30)
         draining.stop()  # SIGTERM while all six are still uploading
         responses = [future.result() for future in futures]
     for response, (_, data) in zip(responses, images, strict=True):
         assert response.status_code == 200, response.text
         _assert_matches_reference(response.json()["results"][0], data, reference)
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_the_load_benchmark_client_speaks_to_the_real_server(server: ServerProcess, val_jpegs: Images) -> None:

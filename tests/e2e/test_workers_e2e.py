@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from e2e_support import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from labelserve_tools.local_server import ServerProcess, start_server
@@ -66,13 +66,6 @@ def _assert_matches_reference(response: httpx.Response, data: bytes, reference: 
     assert max(abs(got[name] - expected[name]) for name in expected) <= TOLERANCE
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 def test_both_workers_answer_with_the_models_probabilities(workers: ServerProcess, val_jpegs: Images,
                                                           reference: Reference) -> None:
     pids = workers.worker_pids()
@@ -83,7 +76,7 @@ def test_both_workers_answer_with_the_models_probabilities(workers: ServerProces
         request_id = uuid.uuid4().hex
         image = val_jpegs[attempt % len(val_jpegs)]
         _assert_matches_reference(_post(workers.url, image, request_id), image[1], reference)
-        _wait_for(lambda rid=request_id: rid in _pids_that_answered(workers, {rid}))
+        wait_for(lambda rid=request_id: rid in _pids_that_answered(workers, {rid}), timeout_s=30)
         answered.update(_pids_that_answered(workers, {request_id}))
         if set(answered.values()) == set(pids.values()):
             break
@@ -114,7 +107,7 @@ def test_a_scrape_through_the_shared_port_counts_every_workers_requests(workers:
         responses = list(pool.map(lambda i: _post(workers.url, val_jpegs[i % len(val_jpegs)], request_ids[i]),
                                   range(sent)))
     assert all(r.status_code == 200 for r in responses)
-    _wait_for(lambda: len(_pids_that_answered(workers, set(request_ids))) == sent)
+    wait_for(lambda: len(_pids_that_answered(workers, set(request_ids))) == sent, timeout_s=30)
     worker_pids = set(workers.worker_pids().values())
     for _ in range(8):  # every scrape, whichever worker answers it, sees the whole server
         after = _scrape(workers.url)
@@ -127,8 +120,6 @@ def test_a_scrape_through_the_shared_port_counts_every_workers_requests(workers:
         in_flight = {labels: v for (name, labels), v in after.items() if name == "labelserve_requests_in_flight"}
         assert {dict(labels)["pid"] for labels in in_flight} <= {str(pid) for pid in worker_pids}
         assert sum(v for labels, v in in_flight.items() if ("method", "GET") in labels) == 1  # this scrape
-
-
 
 
 def _posts_in_flight_per_worker(server: ServerProcess) -> dict[str, float]:
@@ -146,7 +137,7 @@ def test_sigterm_answers_the_uploads_in_flight_in_every_worker(model_repository:
             image = val_jpegs[len(posts) % len(val_jpegs)]
             posts.append((pool.submit(slow_post, server.url, image, 4.0), image[1]))
             started = len(posts)
-            _wait_for(lambda n=started: sum(_posts_in_flight_per_worker(server).values()) == n)
+            wait_for(lambda n=started: sum(_posts_in_flight_per_worker(server).values()) == n, timeout_s=30)
             busy = {pid for pid, count in _posts_in_flight_per_worker(server).items() if count > 0}
             if busy == pids:
                 break
@@ -170,7 +161,7 @@ def test_a_killed_worker_is_replaced_and_its_counts_stay(model_repository: Path,
         os.kill(victim, signal.SIGKILL)
         for image in val_jpegs[:4]:  # the other worker keeps answering meanwhile
             assert _post(server.url, image).status_code == 200
-        _wait_for(lambda: server.worker_pids()[0] != victim)  # the replacement is ready
+        wait_for(lambda: server.worker_pids()[0] != victim, timeout_s=30)  # the replacement is ready
         assert f"worker 0 (pid {victim}) exited with code -9 while serving; starting a replacement" in server.log()
         assert server.metric("labelserve_worker_restarts_total") == 1
         assert server.metric("labelserve_workers") == 2

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from bench._common import format_table, percentiles_ms, write_results
-from bench.images import jpeg_payloads
+from bench.images import jpeg_payloads, labelled_scenes
 from bench.models import DEFAULT_REPOSITORY, ensure_model
 from bench.repositories import copy_version, write_model_config
 from labelserve.bundle import list_versions
@@ -64,19 +64,6 @@ def _camera(brightness: float, noise: float) -> Callable[[bytes, int], bytes]:
 
 
 SHIFTS = {"sensor noise (20 grey levels)": _camera(1.0, 20.0), "low light (70 %, noise 15)": _camera(0.7, 15.0)}
-
-
-def _scenes(workdir: Path, count: int) -> list[tuple[bytes, set[str]]]:
-    from training.data.synthetic import generate_objects_dataset
-
-    generate_objects_dataset(workdir, num_train=0, num_val=count, image_size=128, seed=2, workers=2)
-    coco = json.loads((workdir / "annotations" / "instances_val.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    labels: dict[int, set[str]] = {}
-    for annotation in coco["annotations"]:
-        labels.setdefault(annotation["image_id"], set()).add(names[annotation["category_id"]])
-    return [((workdir / "images" / image["file_name"]).read_bytes(), labels.get(image["id"], set()))
-            for image in coco["images"]]
 
 
 def _answers(client: Client, images: list[bytes], version: int | None = None) -> list[Any]:
@@ -274,7 +261,7 @@ def main() -> None:
     result: dict[str, Any] = {"seconds": args.seconds, "rounds": args.rounds}
     if "gain" in args.parts:
         with tempfile.TemporaryDirectory() as tmp:
-            scenes = _scenes(Path(tmp), 2 * SCENES)
+            scenes = labelled_scenes(Path(tmp), 2 * SCENES, seed=2)
         result["gain"] = measure_gain(args.repository, scenes)
         print(format_table(result["gain"], ["shift", "micro_f1_before", "micro_f1_after", "labels_changed",
                                             "labels_better", "labels_worse"]), flush=True)

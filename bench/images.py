@@ -63,3 +63,20 @@ def photo_payloads(count: int, size: tuple[int, int] = PHOTO_SIZE, seed: int = 7
             pixels = pixels[:, ::-1]
         payloads.append(_jpeg(Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))))
     return payloads
+
+
+def labelled_scenes(workdir: Path, count: int, seed: int) -> list[tuple[bytes, set[str]]]:
+    """`count` 128-px scenes of the demo's generator (objects) rendered into `workdir` with `seed` (another seed
+    than the demo's validation split: images it never saw), each with its true labels."""
+    import json
+
+    from training.data.synthetic import generate_objects_dataset
+
+    generate_objects_dataset(workdir, num_train=0, num_val=count, image_size=128, seed=seed, workers=2)
+    coco = json.loads((workdir / "annotations" / "instances_val.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    labels: dict[int, set[str]] = {}
+    for annotation in coco["annotations"]:
+        labels.setdefault(annotation["image_id"], set()).add(names[annotation["category_id"]])
+    return [((workdir / "images" / image["file_name"]).read_bytes(), labels.get(image["id"], set()))
+            for image in coco["images"]]

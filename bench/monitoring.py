@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from bench._common import format_table, percentiles_ms, write_results
-from bench.images import jpeg_payloads, photo_payloads
+from bench.images import jpeg_payloads, labelled_scenes, photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
 from bench.repositories import copy_version, write_model_config
 from labelserve.bundle import list_versions, load_bundle
@@ -55,20 +55,6 @@ def _hide_yellow(data: bytes) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8)).save(out, format="JPEG", quality=95)
     return out.getvalue()
-
-
-def _fresh_scenes(workdir: Path, count: int) -> list[tuple[bytes, set[str]]]:
-    """`count` scenes of the demo's generator with another seed, and each scene's labels."""
-    from training.data.synthetic import generate_objects_dataset
-
-    generate_objects_dataset(workdir, num_train=0, num_val=count, image_size=128, seed=1, workers=2)
-    coco = json.loads((workdir / "annotations" / "instances_val.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    labels: dict[int, set[str]] = {}
-    for annotation in coco["annotations"]:
-        labels.setdefault(annotation["image_id"], set()).add(names[annotation["category_id"]])
-    return [((workdir / "images" / image["file_name"]).read_bytes(), labels.get(image["id"], set()))
-            for image in coco["images"]]
 
 
 def _stats(url: str) -> dict[str, Any]:
@@ -114,7 +100,7 @@ def measure_delay(repository: Path, normal_count: int = 1000, windows: tuple[int
         raise SystemExit(f"{bundle.path} has no baseline: re-export it (`labelserve export <best.pt> ...`) with this "
                          "release, which writes one")
     with tempfile.TemporaryDirectory() as tmp:
-        scenes = _fresh_scenes(Path(tmp), normal_count + 2800)
+        scenes = labelled_scenes(Path(tmp), normal_count + 2800, seed=1)
     normal = [data for data, _ in scenes[:normal_count]]
     later = scenes[normal_count:]
     shifts = {"colour cast hiding yellow": ("yellow_star", [_hide_yellow(data) for data, _ in later]),

@@ -13,12 +13,18 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from labelserve.errors import EXIT_CODES, ConfigError, DataError, ServingError, UserError
 
+if TYPE_CHECKING:
+    from labelserve.client import Client
+
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 _DESCRIPTION = ("Multi-label image classification, from your labelled images to a served model:\n"
                 "check the data, train, export to ONNX, serve over HTTP, predict.")
@@ -268,10 +274,24 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _ask_server(args: argparse.Namespace, call: Callable[[Client], T]) -> T | None:
+    """`call` on a client of the server at `args.url`; None, with the one-line reason on stderr, when the server
+    refused (its error and status) or did not answer."""
     import httpx
 
     from labelserve.client import ApiError, Client
+
+    try:
+        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout) as client:
+            return call(client)
+    except ApiError as error:
+        sys.stderr.write(f"error: {error.message} (HTTP {error.status}, {error.code})\n")
+    except httpx.HTTPError as error:
+        sys.stderr.write(f"error: no answer from {args.url}: {error}\n")
+    return None
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
     from labelserve_tools.predict_report import format_table, write_overlays
 
     images = [Path(image) for image in args.images]
@@ -279,15 +299,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if missing:
         sys.stderr.write(f"error: no such file: {', '.join(missing)}\n")
         return 2
-    try:
-        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout) as client:
-            answer = client.predict(images, top_k=args.top_k, threshold=args.threshold,
-                                    attention=args.attention is not None, model=args.model)
-    except ApiError as error:
-        sys.stderr.write(f"error: {error.message} (HTTP {error.status}, {error.code})\n")
-        return 1
-    except httpx.HTTPError as error:
-        sys.stderr.write(f"error: no answer from {args.url}: {error}\n")
+    answer = _ask_server(args, lambda client: client.predict(images, top_k=args.top_k, threshold=args.threshold,
+                                                             attention=args.attention is not None, model=args.model))
+    if answer is None:
         return 1
     sys.stdout.write(answer.model_dump_json(exclude_none=True) + "\n" if args.json else format_table(answer))
     if args.attention is not None:
@@ -297,22 +311,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_feedback(args: argparse.Namespace) -> int:
-    import httpx
-
-    from labelserve.client import ApiError, Client
-
     if args.labels is None and not (args.confirm or args.reject):
         raise ConfigError("say what is in the image: --labels (every present label; none for an empty image), or "
                           "--confirm and/or --reject")
-    try:
-        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout) as client:
-            known = client.feedback(args.model, args.id, labels=args.labels, confirm=args.confirm or (),
-                                    reject=args.reject or ())
-    except ApiError as error:
-        sys.stderr.write(f"error: {error.message} (HTTP {error.status}, {error.code})\n")
-        return 1
-    except httpx.HTTPError as error:
-        sys.stderr.write(f"error: no answer from {args.url}: {error}\n")
+    known = _ask_server(args, lambda client: client.feedback(args.model, args.id, labels=args.labels,
+                                                             confirm=args.confirm or (), reject=args.reject or ()))
+    if known is None:
         return 1
     sys.stdout.write(f"{known.id} ({known.model} v{known.version}): present {', '.join(known.present) or 'none'}; "
                      f"absent {', '.join(known.absent) or 'none'}; {known.unknown} labels not said\n")

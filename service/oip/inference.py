@@ -17,6 +17,7 @@ import numpy as np
 from starlette.types import Scope
 
 from service.errors import InvalidParameterError, TooManyImagesError
+from service.observability import current_request_id
 from service.oip.codec import InferRequest, OutputTensor, Tensor
 from service.pipeline.postprocess import sigmoid
 from service.predictor import ImageUpload
@@ -118,7 +119,7 @@ def _gather(model: ServedModel, results: Results, name: str) -> np.ndarray:
 
 
 async def infer(state: ServiceState, name: str, version: int | None, request: InferRequest, tensors: list[Tensor],
-                routing: Scope, guard: Guard, request_id: str | None) -> InferAnswer:
+                routing: Scope, guard: Guard) -> InferAnswer:
     """Run one infer request on the model version it names (or the one `routing` is given), bounded by `guard`.
 
     Raises:
@@ -134,7 +135,7 @@ async def infer(state: ServiceState, name: str, version: int | None, request: In
         results = await guard(_work(state, model, tensors[0], needs_attention))
     tensors_out = [OutputTensor(out, _gather(model, results, out) if results else _empty(model, out), binary)
                    for out, binary in outputs]
-    ids = prediction_ids(request.id or request_id or uuid.uuid4().hex, len(results))
+    ids = prediction_ids(request.id or current_request_id() or uuid.uuid4().hex, len(results))
     if results and state.settings.retain_predictions:
         images = tensors[0].values if tensors[0].datatype == "BYTES" and state.settings.retain_images else None
         await keep_answers(state.store, state.metrics, model.name, model.version, ids,

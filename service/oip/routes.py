@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from service import tracing
 from service.errors import InvalidParameterError, NotReadyError
-from service.observability import current_request_id
 from service.oip.codec import HEADER_LENGTH, decode_request, encode_response, load_json
 from service.oip.feedback import router as feedback_router
 from service.oip.inference import infer as run_infer
@@ -102,7 +101,7 @@ async def infer(request: Request) -> Response:
         return run_guarded(request, work, state.settings.request_timeout_s)
 
     answer = await run_infer(state, request.path_params["name"], parse_version(request.path_params.get("version")),
-                             infer_request, tensors, request.scope, guard, current_request_id())
+                             infer_request, tensors, request.scope, guard)
     with tracing.span("encode"):
         body, header_length = encode_response(answer.model, answer.version, answer.request_id, answer.outputs,
                                               {"prediction_ids": answer.ids})

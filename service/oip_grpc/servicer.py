@@ -176,8 +176,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         peer = context.peer() or ""
         routing = {"headers": headers.raw, "client": (peer.rsplit(":", 1)[0].removeprefix("ipv4:"), 0)}
         async with self.state.gate.admitted():
-            answer = await infer(self.state, request.model_name, version, infer_request, tensors, routing, guard,
-                                 headers.get("x-request-id"))
+            answer = await infer(self.state, request.model_name, version, infer_request, tensors, routing, guard)
         with tracing.span("encode"):
             return encode_infer(answer.model, answer.version, answer.request_id, answer.outputs, answer.ids)
 

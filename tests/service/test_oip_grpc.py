@@ -112,3 +112,13 @@ def test_the_vendored_protos_are_the_recorded_ones_and_the_generated_code_is_cur
     for name in GENERATED:
         assert (tmp_path / name).read_text(encoding="utf-8") == (OUT_DIR / name).read_text(encoding="utf-8"), (
             f"{name} is stale: run make grpc")
+
+
+def test_an_answers_id_is_the_calls_request_id_as_over_http(model_repository: Path, val_jpegs: Images) -> None:
+    with _app(model_repository) as (_, stub):
+        response, call = stub.ModelInfer.with_call(_infer_request(val_jpegs[0][1]), timeout=30)
+        request_id = dict(call.trailing_metadata())["x-request-id"]
+        assert response.parameters["prediction_ids"].string_param == request_id  # the id the access log names
+        response, _ = stub.ModelInfer.with_call(_infer_request(val_jpegs[0][1]), timeout=30,
+                                                metadata=(("x-request-id", "mine-1"),))
+        assert response.parameters["prediction_ids"].string_param == "mine-1"

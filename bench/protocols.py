@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import statistics
 import struct
 import time
@@ -32,12 +31,12 @@ from bench.images import photo_payloads
 from bench.models import DEFAULT_REPOSITORY, ensure_model
 from bench.servers import RunningServer, serve
 from labelserve_tools.loadgen import closed_loop, multipart_request, percentiles_ms
+from labelserve_tools.local_server import grpc_target_in
 
 __all__ = ["PROTOCOLS", "measure"]
 
 PROTOCOLS = ("predict", "oip-http", "grpc")
 MODELS = ("demo", "resnet18-q2l")
-_GRPC = re.compile(r"gRPC \(KServe v2 GRPCInferenceService\) running on ([0-9.]+:\d+)")
 
 
 def _oip_http_request(url: str, model: str, payload: bytes) -> bytes:
@@ -105,8 +104,7 @@ def _run(protocol: str, url: str, target: str, model: str, payloads: list[bytes]
 
 def _grpc_target(server: RunningServer) -> str | None:
     """The server's gRPC address from its log; None for a server without gRPC (a commit before it)."""
-    match = _GRPC.search(server.log_path.read_text(encoding="utf-8", errors="replace"))
-    return match.group(1) if match else None
+    return grpc_target_in(server.log_path.read_text(encoding="utf-8", errors="replace"))
 
 
 def _serve(kind: str, repository: Path, model: str) -> contextlib.AbstractContextManager[RunningServer]:

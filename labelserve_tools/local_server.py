@@ -24,7 +24,7 @@ from typing import Literal
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["ServerProcess", "share_priority", "start_server"]
+__all__ = ["ServerProcess", "grpc_target_in", "share_priority", "start_server"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
 _WORKERS = re.compile(r"running on http://[0-9.]+:\d+ with (\d+) workers")
@@ -61,10 +61,10 @@ class ServerProcess:
     @property
     def grpc_target(self) -> str:
         """`host:port` of the server's gRPC endpoint (OIP over gRPC), from its startup log."""
-        match = _GRPC.search(self.log())
-        if match is None:
+        target = grpc_target_in(self.log())
+        if target is None:
             raise AssertionError(f"the server logged no gRPC address (LABELSERVE_GRPC=false?):\n{self.log()}")
-        return match.group(1)
+        return target
 
     def worker_pids(self) -> dict[int, int]:
         """Worker index -> process id of the worker serving now, from the supervisor's "ready" lines."""
@@ -102,6 +102,12 @@ class ServerProcess:
         assert exit_code == 0, f"server exited with {exit_code}:\n{self.log()}"
         drained = self.log().count("Application shutdown complete")
         assert drained >= self.workers, f"{drained} of {self.workers} lifespans finished shutting down:\n{self.log()}"
+
+
+def grpc_target_in(log: str) -> str | None:
+    """`host:port` of the gRPC endpoint a server's log announces; None for a server without gRPC."""
+    match = _GRPC.search(log)
+    return match.group(1) if match else None
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

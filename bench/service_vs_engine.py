@@ -31,7 +31,7 @@ import numpy as np
 from bench._common import format_table, write_results
 from bench.engine import bench_batch, open_session, session_runner, time_engine
 from bench.images import jpeg_payloads, photo_payloads
-from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, ensure_model
+from bench.models import DEFAULT_REPOSITORY, ENGINE_BOUND_MODEL, PHOTO_MODELS, ensure_model
 from bench.servers import serve, tuned_config
 from labelserve.bundle import list_versions, load_bundle
 from labelserve_tools.loadgen import run_level
@@ -41,7 +41,7 @@ _LEVEL_FIELDS = ("images_per_s", "mean_batch_size", "server_cpu_s_per_image", "s
 
 
 def _payloads(model: str, count: int = 64) -> list[bytes]:
-    return photo_payloads(count) if model == ENGINE_BOUND_MODEL else jpeg_payloads(count, 256)
+    return photo_payloads(count) if model in PHOTO_MODELS else jpeg_payloads(count, 256)
 
 
 def measure_in_process(repository: Path, model: str, batches: list[int], seconds: float, payloads: list[bytes],

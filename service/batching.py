@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import numpy as np
 
 from service import tracing
-from service.engines.base import Engine
+from service.engines.base import Engine, LoneBatchEngine
 from service.errors import EngineError, NotReadyError, QueueFullError
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class DynamicBatcher:
         if max_queue_delay_ms < 0:
             raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
         self._engine = engine
+        self._run_lone = engine.run_lone if isinstance(engine, LoneBatchEngine) else engine.run
         self._logits_output = logits_output
         self._attention_output = attention_output
         self.max_batch_size = max_batch_size
@@ -304,9 +305,10 @@ class DynamicBatcher:
             wanted = outputs if item.attention else {self._logits_output: outputs[self._logits_output]}
             item.future.set_result({name: values[row] for name, values in wanted.items()})
 
-    def _run_and_watch(self, batch: np.ndarray, names: list[str]) -> Outputs:
-        """The engine call, then (same thread, off the event loop) the batch's logits to `on_logits`."""
-        outputs = self._engine.run(batch, names)
+    def _run_and_watch(self, batch: np.ndarray, names: list[str], lone: bool) -> Outputs:
+        """The engine call (`run_lone` for a lone batch), then (same thread, off the event loop) the batch's logits
+        to `on_logits`."""
+        outputs = self._run_lone(batch, names) if lone else self._engine.run(batch, names)
         if self._on_logits is not None and self._logits_output in outputs:
             try:
                 self._on_logits(outputs[self._logits_output])
@@ -317,8 +319,10 @@ class DynamicBatcher:
     async def _execute(self, items: list[PendingItem]) -> Outputs:
         names = self._outputs_for(items)
         batch = np.stack([item.array for item in items])  # [B, 3, H, W]
+        # one image, nothing queued behind it and nothing being decoded: the server is idle but for this request
+        lone = len(items) == 1 and self._queue.empty() and self._incoming == 0
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self._run_and_watch, batch, names)
+        outputs = await loop.run_in_executor(self._executor, self._run_and_watch, batch, names, lone)
         for name in names:
             if name not in outputs or len(outputs[name]) != len(items):
                 shape = None if name not in outputs else outputs[name].shape

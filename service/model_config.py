@@ -99,6 +99,8 @@ class ModelConfig(BaseModel):
                                          "process; absent or 0: the service's own (LABELSERVE_INTRA_OP_THREADS, or "
                                          "the cores split between the workers)")
     intra_op_spinning: bool | None = Field(default=None, description="onnxruntime's idle threads spin")
+    lone_session: bool | None = Field(default=None, description="a second, spinning onnxruntime session for "
+                                      "requests that find the server idle (LABELSERVE_LONE_SESSION)")
     decode_threads: int | None = Field(default=None, ge=1, description="this model's decode/preprocess threads")
     default_version: int | None = Field(default=None, ge=1, description="answers requests that name no version "
                                         "(default: the newest served); `labelserve promote` sets it")

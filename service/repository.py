@@ -402,6 +402,7 @@ class ModelRepository:
         engine = create_engine(bundle, max_batch_size=config.max_batch_size or settings.max_batch_size,
                                intra_op_threads=_either(config.intra_op_threads, settings.intra_op_threads),
                                intra_op_spinning=_either(config.intra_op_spinning, settings.intra_op_spinning),
+                               lone_session=_either(config.lone_session, settings.lone_session),
                                execution_providers=settings.execution_providers,
                                engine=config.engine or settings.engine, torch_device=settings.torch_device)
         engine.load()

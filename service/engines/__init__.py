@@ -14,7 +14,7 @@ ENGINES = ("onnxruntime", "tensorrt", "torch")
 
 def create_engine(bundle: Bundle, max_batch_size: int, intra_op_threads: int = 0,
                   execution_providers: Sequence[str] = ("auto",), engine: str = "onnxruntime",
-                  torch_device: str = "auto", intra_op_spinning: bool = False) -> Engine:
+                  torch_device: str = "auto", intra_op_spinning: bool = False, lone_session: bool = True) -> Engine:
     """The engine to serve `bundle` with (not loaded yet).
 
     `onnxruntime` (the default) runs `model.onnx` on the execution providers that settings ask for and this machine
@@ -37,4 +37,5 @@ def create_engine(bundle: Bundle, max_batch_size: int, intra_op_threads: int = 0
     from service.engines.providers import resolve_providers
 
     return OnnxRuntimeEngine(bundle, max_batch_size=max_batch_size, intra_op_threads=intra_op_threads,
-                             providers=resolve_providers(execution_providers), spinning=intra_op_spinning)
+                             providers=resolve_providers(execution_providers), spinning=intra_op_spinning,
+                             lone_session=lone_session)

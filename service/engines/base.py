@@ -13,7 +13,7 @@ import numpy as np
 from labelserve.bundle import Manifest
 from labelserve.engine_errors import EngineLoadError
 
-__all__ = ["Engine", "EngineInfo", "EngineLoadError", "output_names", "warm_up"]
+__all__ = ["Engine", "EngineInfo", "EngineLoadError", "LoneBatchEngine", "output_names", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,16 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release what `load` took (sessions, GPU memory, streams) when the version is retired; called once, on
         the thread that ran the batches, after the last one."""
+        ...
+
+
+@runtime_checkable
+class LoneBatchEngine(Protocol):
+    """An engine with a faster way to run a batch of one that arrived at an idle server, where it may spend CPU that
+    nothing else wants (onnxruntime on the CPU: a session whose threads spin within the batch)."""
+
+    def run_lone(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """`Engine.run` for a lone batch; the same outputs."""
         ...
 
 

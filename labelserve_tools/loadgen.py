@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Connection", "ProtocolError", "Response", "closed_loop", "multipart_request", "percentiles_ms",
-           "process_tree_cpu_s", "run_level"]
+__all__ = ["Connection", "ProtocolError", "Response", "batch_totals", "closed_loop", "multipart_request",
+           "percentiles_ms", "process_tree_cpu_s", "run_level"]
 
 _BATCH_SUM = re.compile(r"^labelserve_batch_size_sum\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
 _BATCH_COUNT = re.compile(r"^labelserve_batch_size_count\{[^}]*\}\s+([0-9.e+]+)$", re.MULTILINE)
@@ -151,7 +151,7 @@ def process_tree_cpu_s(pid: int) -> float:
     return total
 
 
-def _batch_totals(url: str) -> tuple[float, float]:
+def batch_totals(url: str) -> tuple[float, float]:
     """Images and batches the server has run, from its /metrics (NaN for a server without them)."""
     try:
         with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
@@ -203,13 +203,13 @@ def run_level(url: str, concurrency: int, seconds: float, payloads: list[bytes],
     fields = {"model": model} if model else None
     requests = [multipart_request(url, "/predict", f"image{i}.jpg", p, fields) for i, p in enumerate(payloads)]
     asyncio.run(closed_loop(url, requests, concurrency, min(2.0, seconds / 5), [], Counter()))  # warm-up
-    batch_sum0, batch_count0 = _batch_totals(url)
+    batch_sum0, batch_count0 = batch_totals(url)
     cpu0 = process_tree_cpu_s(server_pid) if server_pid else 0.0
     latencies: list[float] = []
     statuses: Counter = Counter()
     elapsed = asyncio.run(closed_loop(url, requests, concurrency, seconds, latencies, statuses))
     cpu1 = process_tree_cpu_s(server_pid) if server_pid else 0.0
-    batch_sum1, batch_count1 = _batch_totals(url)
+    batch_sum1, batch_count1 = batch_totals(url)
     batches = batch_count1 - batch_count0
     ok = statuses.get(200, 0)
     return {

@@ -121,15 +121,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracing.enable()
     metrics = Metrics()
     register_gpu_metrics(metrics.registry)
-    repository = ModelRepository(settings, metrics)
+    gate = ComputeGate(settings.in_flight_limit, settings.admission_wait_s, on_refused=metrics.admission_rejections.inc)
+    repository = ModelRepository(settings, metrics, requests_in_flight=lambda: gate.in_flight)
     state = ServiceState(
         settings=settings, metrics=metrics, repository=repository,
         predictor=Predictor(DecodeLimits(max_image_bytes=settings.max_image_bytes,
                                          max_image_pixels=settings.max_image_pixels),
                             torch_jpeg_device=settings.torch_device if settings.jpeg_decode == "torch" else None,
                             shadow_for=repository.shadow_for),
-        gate=ComputeGate(settings.in_flight_limit, settings.admission_wait_s,
-                         on_refused=metrics.admission_rejections.inc),
+        gate=gate,
     )
     app = FastAPI(title="labelserve", summary="Multi-label image classification", lifespan=_lifespan)
     app.state.labelserve = state

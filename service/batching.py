@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 import numpy as np
 
@@ -81,9 +81,12 @@ _STOP: Final = _Stop()
 class DynamicBatcher:
     """Groups single-image requests for one engine into batches."""
 
+    _batches_running: ClassVar[int] = 0  # over every batcher of the process (models, versions, shadows)
+
     def __init__(self, engine: Engine, *, logits_output: str, attention_output: str | None, max_batch_size: int,
                  max_queue_delay_ms: float, max_queue_size: int, observer: BatchObserver,
-                 name: str = "model", on_logits: Callable[[np.ndarray], None] | None = None) -> None:
+                 name: str = "model", on_logits: Callable[[np.ndarray], None] | None = None,
+                 requests_in_flight: Callable[[], int] = lambda: 0) -> None:
         """Configure the batcher; call `start()` from the event loop before submitting.
 
         Args:
@@ -98,6 +101,8 @@ class DynamicBatcher:
             name: model name for log lines and error messages.
             on_logits: called on the engine thread with each batch's logits `[B, C]` (the label monitor); what it
                 raises is logged, never failing the batch.
+            requests_in_flight: inference requests the server is computing now, over every model and protocol (the
+                compute gate's count): a batch is lone, and may take the engine's `run_lone`, only while it is one.
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -114,6 +119,7 @@ class DynamicBatcher:
         self._observer = observer
         self.name = name
         self._on_logits = on_logits
+        self._requests_in_flight = requests_in_flight
         self._queue: asyncio.Queue[PendingItem | _Stop] = asyncio.Queue(maxsize=max_queue_size)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
         self._task: asyncio.Task[None] | None = None
@@ -284,9 +290,11 @@ class DynamicBatcher:
             self._observer.observe_queue_wait(started - item.enqueued_at)
             tracing.record_queue_wait(item.trace, item.enqueued_at, started)
         self._in_flight = live  # stop() fails these if it has to cancel us mid-batch
+        lone = self._is_lone(live)
+        DynamicBatcher._batches_running += 1
         try:
             with tracing.batch_span(self.name, len(live), [item.trace for item in live]):
-                outputs = await self._execute(live)
+                outputs = await self._execute(live, lone)
         except Exception as exc:
             self._in_flight = []
             logger.error("engine failed on a batch of %d for %s", len(live), self.name, exc_info=exc)
@@ -297,6 +305,8 @@ class DynamicBatcher:
                     error.__cause__ = exc
                     item.future.set_exception(error)
             return
+        finally:
+            DynamicBatcher._batches_running -= 1
         self._in_flight = []
         self._observer.observe_batch(len(live), time.monotonic() - started)
         for row, item in enumerate(live):
@@ -316,11 +326,15 @@ class DynamicBatcher:
                 logger.exception("the label monitor of %s failed on a batch; the answers are unaffected", self.name)
         return outputs
 
-    async def _execute(self, items: list[PendingItem]) -> Outputs:
+    def _is_lone(self, items: list[PendingItem]) -> bool:
+        """The server is idle but for this one image: nothing queued behind it or being decoded, no other request
+        in flight, no other batch running (another model's, or a shadow's copy of this very image)."""
+        return (len(items) == 1 and self._queue.empty() and self._incoming == 0
+                and DynamicBatcher._batches_running == 0 and self._requests_in_flight() <= 1)
+
+    async def _execute(self, items: list[PendingItem], lone: bool) -> Outputs:
         names = self._outputs_for(items)
         batch = np.stack([item.array for item in items])  # [B, 3, H, W]
-        # one image, nothing queued behind it and nothing being decoded: the server is idle but for this request
-        lone = len(items) == 1 and self._queue.empty() and self._incoming == 0
         loop = asyncio.get_running_loop()
         outputs = await loop.run_in_executor(self._executor, self._run_and_watch, batch, names, lone)
         for name in names:

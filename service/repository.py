@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +147,11 @@ class VersionState:
 class ModelRepository:
     """Loads the repository's models, keeps them in sync with the folder, and lends them to requests."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics,
+                 requests_in_flight: Callable[[], int] = lambda: 0) -> None:
+        """`requests_in_flight`: what the server is computing over every model (the compute gate's count), which
+        tells the batchers when a request is alone."""
+        self._requests_in_flight = requests_in_flight
         self._root = Path(settings.model_repository)
         self._settings = settings
         self._metrics = metrics
@@ -425,7 +429,7 @@ class ModelRepository:
                                 else self._settings.max_queue_delay_ms),
             max_queue_size=config.max_queue_size or self._settings.max_queue_size,
             observer=FanoutObserver(self._metrics.observer(manifest.name, manifest.version), statistics),
-            name=f"{manifest.name}-v{manifest.version}",
+            name=f"{manifest.name}-v{manifest.version}", requests_in_flight=self._requests_in_flight,
             on_logits=monitor.observe if monitor is not None else None,
         )
         batcher.start()

@@ -358,3 +358,86 @@ def test_constructor_refuses_nonsense_limits() -> None:
         _batcher(StandInEngine(), max_batch_size=0)
     with pytest.raises(ValueError, match="max_queue_size"):
         _batcher(StandInEngine(), max_queue_size=0)
+
+
+class LoneAwareEngine(StandInEngine):
+    """The stand-in with `run_lone` (service.engines.base.LoneBatchEngine): records which path each batch took."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.paths: list[str] = []
+
+    def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        self.paths.append("run")
+        return super().run(batch, outputs)
+
+    def run_lone(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        self.paths.append("lone")
+        return super().run(batch, outputs)
+
+
+def test_a_lone_image_at_an_idle_batcher_takes_the_engines_lone_path_and_batches_do_not() -> None:
+    engine = LoneAwareEngine(gated=True)
+
+    async def scenario() -> None:
+        batcher = _batcher(engine, max_batch_size=4, max_queue_delay_ms=10_000.0)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.infer(_image(1)))  # alone: the lone path
+        await _wait_thread_event(engine.started)
+        rest = [asyncio.ensure_future(batcher.infer(_image(i))) for i in (2, 3)]  # queue behind it: one batch
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await asyncio.gather(first, *rest)
+        behind = asyncio.ensure_future(batcher.infer(_image(4)))  # alone again, but another image is announced
+        with batcher.incoming():
+            await asyncio.sleep(0.05)
+            batcher.submit(_image(5))
+        await behind
+        last = await batcher.infer(_image(6))  # idle again: lone
+        np.testing.assert_array_equal(last["logits"], [6] * 3)
+        await batcher.stop(_WAIT_S)
+
+    asyncio.run(scenario())
+    assert engine.batches == [[1], [2, 3], [4, 5], [6]]
+    assert engine.paths == ["lone", "run", "run", "lone"]
+
+
+def test_a_single_image_with_others_queued_behind_a_full_batch_is_not_lone() -> None:
+    engine = LoneAwareEngine()
+
+    async def scenario() -> None:
+        batcher = _batcher(engine, max_batch_size=2, max_queue_delay_ms=0.0)
+        batcher.start()
+        await asyncio.gather(*(batcher.infer(_image(i)) for i in range(5)))
+        await batcher.stop(_WAIT_S)
+
+    asyncio.run(scenario())
+    assert engine.batches == [[0, 1], [2, 3], [4]]
+    assert engine.paths == ["run", "run", "lone"]  # the last one found nothing queued behind it
+
+
+def test_an_image_is_not_lone_while_other_requests_are_in_flight_or_another_batch_runs() -> None:
+    busy_engine, other_engine = LoneAwareEngine(), LoneAwareEngine(gated=True)
+    in_flight = [3]  # e.g. requests still being parsed or sent back, which this batcher cannot see
+
+    async def scenario() -> None:
+        busy = DynamicBatcher(busy_engine, logits_output="logits", attention_output=None, max_batch_size=4,
+                              max_queue_delay_ms=0.0, max_queue_size=8, observer=Metrics().observer("m", 1),
+                              name="busy", requests_in_flight=lambda: in_flight[0])
+        other = _batcher(other_engine)
+        busy.start()
+        other.start()
+        await busy.infer(_image(1))  # three requests in the server: not lone
+        in_flight[0] = 1
+        running = asyncio.ensure_future(other.infer(_image(2)))  # another model's lone batch, held running
+        await _wait_thread_event(other_engine.started)
+        await busy.infer(_image(3))  # alone in its batcher and the only request, but the other batch runs
+        other_engine.gate.set()
+        await running
+        await busy.infer(_image(4))  # now the server is idle but for it
+        await asyncio.gather(busy.stop(_WAIT_S), other.stop(_WAIT_S))
+
+    asyncio.run(scenario())
+    assert busy_engine.batches == [[1], [3], [4]]
+    assert busy_engine.paths == ["run", "run", "lone"]
+    assert other_engine.paths == ["lone"]

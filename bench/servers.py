@@ -146,7 +146,8 @@ def _labelserve_checkout(checkout: Path, repository: Path, model: str, log_dir: 
                          **settings: str) -> Iterator[RunningServer]:
     """`python -m service` from another checkout of the project (an earlier commit), for before/after figures."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELSERVE_")}
-    env.update({"PYTHONPATH": str(checkout), "LABELSERVE_PORT": "0", "LABELSERVE_REPOSITORY_POLL_S": "0",
+    env.update({"PYTHONPATH": str(checkout), "LABELSERVE_PORT": "0", "LABELSERVE_GRPC_PORT": "0",
+                "LABELSERVE_REPOSITORY_POLL_S": "0",
                 "LABELSERVE_MODEL_REPOSITORY": str(_repository_for_checkout(checkout, repository, model, log_dir)),
                 **{f"LABELSERVE_{k.upper()}": v for k, v in settings.items()}})
     with _process([sys.executable, "-m", "service"], checkout, env, log_dir / "server.log", "/readyz") as server:
@@ -155,9 +156,9 @@ def _labelserve_checkout(checkout: Path, repository: Path, model: str, log_dir: 
 
 @contextmanager
 def _labelserve(repository: Path, model: str, log_dir: Path, with_config: bool = False,
-                **settings: str) -> Iterator[RunningServer]:
+                python_command: tuple[str, ...] = (), **settings: str) -> Iterator[RunningServer]:
     server = start_server(_single_model_repository(repository, model, log_dir, with_config), log_dir,
-                          repository_poll_s="0", **settings)
+                          python_command=python_command, repository_poll_s="0", **settings)
     with server:
         yield RunningServer(url=server.url, pid=server.process.pid, log_path=server.log_path)
         server.stop()
@@ -166,7 +167,8 @@ def _labelserve(repository: Path, model: str, log_dir: Path, with_config: bool =
 @contextmanager
 def serve(kind: str, repository: Path, model: str, **settings: str) -> Iterator[RunningServer]:
     """Start server `kind` on `model` alone: "baseline", "labelserve" (this checkout, with `LABELSERVE_*`
-    `settings`), "labelserve-tuned" (the same with the model's config.json, which overrides them), or
+    `settings`), "labelserve-tuned" (the same with the model's config.json, which overrides them),
+    "labelserve-traced" (the same, every request traced to a file: bench.request_timeline), or
     "labelserve@<commit>" (the service as it was at that commit, same settings, run from a temporary git worktree
     with this environment). It is stopped (SIGTERM, drained) when the block ends."""
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
@@ -177,6 +179,10 @@ def serve(kind: str, repository: Path, model: str, **settings: str) -> Iterator[
             if kind == "labelserve-tuned":
                 tuned_config(repository, model)
             with _labelserve(repository, model, Path(tmp), kind == "labelserve-tuned", **settings) as server:
+                yield server
+        elif kind == "labelserve-traced":  # spans to the file REQUEST_TIMELINE_SPANS names (bench.request_timeline)
+            with _labelserve(repository, model, Path(tmp), python_command=("-m", "bench.request_timeline", "serve"),
+                             **settings) as server:
                 yield server
         elif kind.startswith("labelserve@"):
             with _worktree(kind.partition("@")[2], Path(tmp) / "checkout") as checkout, \

@@ -153,7 +153,8 @@ def share_priority(pid: int) -> None:
 
 
 def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120.0, ready_path: str = "/readyz",
-                 entry: Entry = "service", arguments: Sequence[str] = (), **settings: str) -> ServerProcess:
+                 entry: Entry = "service", arguments: Sequence[str] = (), python_command: Sequence[str] = (),
+                 **settings: str) -> ServerProcess:
     """Start the service on `repository` and return once `ready_path` answers 200 (with `workers`: once every worker
     is ready).
 
@@ -166,11 +167,14 @@ def start_server(repository: Path, log_dir: Path, startup_timeout_s: float = 120
         entry: `service` starts `python -m service`; `cli` starts `labelserve serve` (as
             `python -m labelserve_tools.cli`).
         arguments: more command-line arguments, e.g. `["--workers", "2"]` for `labelserve serve`.
+        python_command: what the interpreter runs instead of `entry`'s module, e.g. a benchmark's wrapper that
+            serves with its own trace exporter (`["-m", "bench.request_timeline", "serve"]`).
         **settings: extra settings, e.g. `max_queue_delay_ms="50"` becomes `LABELSERVE_MAX_QUEUE_DELAY_MS=50`.
     """
     log_path = log_dir / "server.log"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, *_COMMANDS[entry], *arguments], cwd=_REPO_ROOT, stdout=log_file,
+        command = [*(python_command or _COMMANDS[entry]), *arguments]
+        process = subprocess.Popen([sys.executable, *command], cwd=_REPO_ROOT, stdout=log_file,
                                    stderr=subprocess.STDOUT, env=_environment(repository, settings),
                                    start_new_session=True)
     share_priority(process.pid)

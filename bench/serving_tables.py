@@ -200,8 +200,8 @@ def _feedback(documents: list[dict[str, Any]]) -> str:
 _PROTOCOL_NAMES = {"predict": "`/predict` (multipart)", "oip-http": "OIP over HTTP (binary)", "grpc": "OIP over gRPC"}
 
 
-@register_table("protocols", "bench/results/protocols.json")
-def _protocols(documents: list[dict[str, Any]]) -> str:
+@register_table("protocols-adapters", "bench/results/protocols-adapters.json")
+def _protocols_adapters(documents: list[dict[str, Any]]) -> str:
     document = documents[0]
     lines = ["| model | server | protocol | clients | img/s | p50 ms | p99 ms | errors |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -217,4 +217,85 @@ def _protocols(documents: list[dict[str, Any]]) -> str:
     lines += ["", f"Medians of {document['rounds']} rounds of {document['seconds']:g} s per cell, the protocols' "
                   "order rotated every round, one server with default settings, 640x480 JPEGs, one image per "
                   f"request; {document['machine']['cpu_count']} cores shared by the server and the clients."]
+    return "\n".join(lines)
+
+
+_CLIENT_NAMES = {"own": "own", "plain": "plain (httpx / tritonclient)"}
+
+
+def _cells(document: dict[str, Any]) -> dict[tuple[str, str, str, str, int], dict[str, Any]]:
+    return {(r["model"], r["server"], r["protocol"], r["client"], r["concurrency"]): r for r in document["rows"]}
+
+
+@register_table("protocols-light", "bench/results/protocols.json")
+def _protocols_light(documents: list[dict[str, Any]]) -> str:
+    """The light model where the front end decides: each protocol and client against the pipeline and the
+    baseline, with what the server formed and used."""
+    document = documents[0]
+    cell, model = _cells(document), "light-q2l"
+    pipeline = document["pipeline"][model]
+    lines = ["| server | protocol | client | 32 clients: img/s | / pipeline b16 | / baseline | mean batch | "
+             "server cores | client CPU ms/img | 1 client: p50 ms | p99 ms |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for server in ("baseline", "labelserve"):
+        for protocol in _PROTOCOL_NAMES:
+            for client in _CLIENT_NAMES:
+                busy, lone = cell.get((model, server, protocol, client, 32)), cell.get((model, server, protocol,
+                                                                                           client, 1))
+                base = cell.get((model, "baseline", "predict", client, 32))
+                if busy is None or lone is None or base is None:
+                    continue
+                lines.append(f"| {'baseline' if server == 'baseline' else 'labelserve'} | "
+                             f"{_PROTOCOL_NAMES[protocol]} | {_CLIENT_NAMES[client]} | "
+                             f"{_number(busy['images_per_s'])} | "
+                             f"{busy['images_per_s'] / pipeline['16']['images_per_s']:.2f} | "
+                             f"{busy['images_per_s'] / base['images_per_s']:.2f} | "
+                             f"{_number(busy['mean_batch_size'])} | "
+                             f"{busy['server_cores']:.2f} | {busy['client_cpu_ms_per_image']:.2f} | "
+                             f"{lone['p50_ms']:.2f} | {lone['p99_ms']:.2f} |")
+    met = [t for t in document["targets"] if t["met"] is not None]
+    lines += ["", f"In-process pipeline (decode + preprocess + engine as served, no server, no client): batch 16 "
+                  f"{_number(pipeline['16']['images_per_s'])} img/s, batch 1 {_number(pipeline['1']['images_per_s'])} "
+                  f"img/s (p50 {pipeline['1']['p50_ms']:.2f} ms). Issue 22's targets: "
+                  f"{sum(bool(t['met']) for t in met)} of {len(met)} met. Medians of {document['rounds']} rounds of "
+                  f"{document['seconds']:g} s per cell, rotated; {document['machine']['cpu_count']} cores shared by "
+                  f"server and client; {document['created_at'][:16]} UTC."]
+    return "\n".join(lines)
+
+
+@register_table("protocols-before-after", "bench/results/protocols.json")
+def _protocols_before_after(documents: list[dict[str, Any]]) -> str:
+    """Every bench model, protocol and client on this version against the commit before issue 22's part 4."""
+    document = documents[0]
+    cell = _cells(document)
+    lines = ["| model | protocol | client | clients | before img/s | now img/s | now / before | before p50 ms | "
+             "now p50 ms |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for change in document["changes"]:
+        before = cell[(change["model"], change["against"], change["protocol"], change["client"],
+                       change["concurrency"])]
+        now = cell[(change["model"], "labelserve", change["protocol"], change["client"], change["concurrency"])]
+        lines.append(f"| {change['model']} | {_PROTOCOL_NAMES[change['protocol']]} | {_CLIENT_NAMES[change['client']]} "
+                     f"| {change['concurrency']} | {_number(before['images_per_s'])} | {_number(now['images_per_s'])} "
+                     f"| {change['img/s ratio']:.2f} | {before['p50_ms']:.2f} | {now['p50_ms']:.2f} |")
+    against = sorted({change["against"] for change in document["changes"]})
+    lines += ["", f"Before: {', '.join(f'`{name}`' for name in against)}. Same run, servers up side by side, "
+                  f"medians of {document['rounds']} rotated rounds of {document['seconds']:g} s."]
+    return "\n".join(lines)
+
+
+@register_table("request-timeline", "bench/results/request-timeline.json")
+def _request_timeline(documents: list[dict[str, Any]]) -> str:
+    """A lone request's phases in microseconds, per model and server variant."""
+    document = documents[0]
+    results = document["results"]
+    names = [f"{r['model']}, {'lone session off' if 'lone_session=false' in r['variant'] else 'default'}"
+             for r in results]
+    lines = ["| phase (median µs) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(results)]
+    for phase in document["order"]:
+        lines.append(f"| {phase} | " + " | ".join(_number(r["median_us"].get(phase, float("nan")), 0)
+                                                  for r in results) + " |")
+    lines.append("| **client p50** | " + " | ".join(f"**{_number(1000 * r['client_p50_ms'], 0)}**"
+                                                     for r in results) + " |")
+    lines += ["", f"One client, one 640x480 JPEG at a time to /predict for {document['seconds']:g} s per column "
+                  f"({', '.join(str(r['requests']) for r in results)} requests); {document['created_at'][:16]} UTC."]
     return "\n".join(lines)

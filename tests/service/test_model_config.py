@@ -16,8 +16,8 @@ def test_absent_file_means_service_defaults(tmp_path: Path) -> None:
 
 def test_every_key_reads_back(tmp_path: Path) -> None:
     keys = {"version_policy": {"latest": 3}, "max_batch_size": 8, "max_queue_delay_ms": 2.5, "max_queue_size": 64,
-            "engine": "torch", "intra_op_threads": 2, "intra_op_spinning": True, "decode_threads": 3,
-            "default_version": 1, "shadow": {"version": 2, "share": 0.5},
+            "engine": "torch", "intra_op_threads": 2, "intra_op_spinning": True, "lone_session": False,
+            "decode_threads": 3, "default_version": 1, "shadow": {"version": 2, "share": 0.5},
             "canary": {"version": 3, "weight": 0.1, "key_header": "X-Tenant"}}
     (tmp_path / "config.json").write_text(json.dumps(keys))
     assert load_model_config(tmp_path).model_dump(exclude={"version_policy"}) == {
@@ -25,7 +25,8 @@ def test_every_key_reads_back(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", [{"engine": "tensorflow"}, {"decode_threads": 0}, {"intra_op_threads": -1},
-                                 {"intra_op_spinning": "sometimes"}, {"max_batch_size": 0}, {"unknown_key": 1},
+                                 {"intra_op_spinning": "sometimes"}, {"lone_session": "sometimes"},
+                                 {"max_batch_size": 0}, {"unknown_key": 1},
                                  {"shadow": {"version": 2, "share": 0}}, {"canary": {"version": 2, "weight": 1.5}},
                                  {"default_version": 2, "shadow": {"version": 2}}])
 def test_bad_values_are_refused_naming_the_file(tmp_path: Path, bad: dict) -> None:

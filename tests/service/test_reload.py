@@ -167,5 +167,16 @@ def test_the_service_defaults_apply_without_config_json(model_repository: Path, 
         options = repository.get("tiny").engine.session_options  # type: ignore[attr-defined]
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert options.intra_op_num_threads == 0
+        assert repository.get("tiny").engine.has_lone_session  # type: ignore[attr-defined]
+
+    _run(tmp_path, scenario)
+
+
+def test_a_models_config_json_can_switch_the_lone_session_off(model_repository: Path, tmp_path: Path) -> None:
+    copy_model(model_repository / "tiny" / "1", tmp_path, "tiny", 1)
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps({"lone_session": False}))
+
+    async def scenario(repository: ModelRepository, metrics: Metrics, root: Path) -> None:
+        assert not repository.get("tiny").engine.has_lone_session  # type: ignore[attr-defined]
 
     _run(tmp_path, scenario)

@@ -66,34 +66,34 @@ class OnnxRuntimeEngine:
 
     def load(self) -> None:
         """Create the session, check its inputs and outputs against the manifest, and warm up."""
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self._intra_op_threads
-        options.inter_op_num_threads = 1  # one batch at a time; parallelism comes from intra-op threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Off by default: idle intra-op threads would spin between the parallel sections of a batch and for a
         # while after it, taking the cores that decode, preprocessing and the event loop need (per model:
         # config.json, `labelserve tune`).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spinning else "0")
-        session = self._open(options)
+        session = self._open(self._options(spinning=self._spinning))
         self._check_io(session)
         self._session = session
         if (self._lone_session and not self._spinning and self._providers == CPU_PROVIDERS
                 and self._intra_op_threads != 1):
             # For a batch of one at an idle server nothing else wants the cores, so its threads may spin within the
             # batch (each parallel section then starts without a futex wake: the 96 px light model's batch of one
-            # 1.8 -> 1.3 ms) and stop after it. Under load spinning would take ~20 % of the throughput, hence two
-            # sessions rather than one that always spins.
-            lone_options = ort.SessionOptions()
-            lone_options.intra_op_num_threads = self._intra_op_threads
-            lone_options.inter_op_num_threads = 1
-            lone_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            lone_options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+            # 1.8 -> 1.3 ms) and stop after it. Under load spinning took 12 % of the throughput, hence two sessions
+            # rather than one that always spins.
+            lone_options = self._options(spinning=True)
             lone_options.add_session_config_entry("session.force_spinning_stop", "1")
             self._lone = self._open(lone_options)
         warm_up(self, self._bundle.manifest, self._model_path)
         if self._lone is not None:
             self._run_session(self._lone, np.zeros((1, *self._bundle.manifest.input.shape), np.float32),
                               output_names(self._bundle.manifest))
+
+    def _options(self, spinning: bool) -> ort.SessionOptions:
+        """Both sessions' options: the intra-op threads asked for, one batch at a time, every graph optimisation."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._intra_op_threads
+        options.inter_op_num_threads = 1  # one batch at a time; parallelism comes from intra-op threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        return options
 
     def _open(self, options: ort.SessionOptions) -> ort.InferenceSession:
         try:

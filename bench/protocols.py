@@ -36,7 +36,7 @@ from bench._common import format_table, machine, write_results
 from bench.images import photo_payloads
 from bench.models import DEFAULT_REPOSITORY, LIGHT_MODEL, ensure_model
 from bench.plain_clients import run_plain
-from bench.servers import RunningServer, serve
+from bench.servers import RunningServer, serve, split_kind
 from labelserve_tools.loadgen import batch_totals, closed_loop, multipart_request, percentiles_ms, process_tree_cpu_s
 from labelserve_tools.local_server import grpc_target_in
 
@@ -127,16 +127,15 @@ def _grpc_target(server: RunningServer) -> str | None:
 
 def _serve(kind: str, repository: Path, model: str) -> contextlib.AbstractContextManager[RunningServer]:
     """bench.servers' server `kind`, with `LABELSERVE_*` settings after a colon: `labelserve:grpc=false,port=0`."""
-    name, _, options = kind.partition(":")
-    settings = dict(option.split("=", 1) for option in options.split(",") if option)
+    name, settings = split_kind(kind)
     return serve(name, repository, model, **settings)
 
 
-def _speaks(server: RunningServer, kind: str, protocol: str) -> bool:
-    """The baseline speaks /predict only; a labelserve from before gRPC has no gRPC port."""
+def _speaks(kind: str, target: str | None, protocol: str) -> bool:
+    """The baseline speaks /predict only; a labelserve from before gRPC has no gRPC `target`."""
     if kind == "baseline":
         return protocol == "predict"
-    return protocol != "grpc" or _grpc_target(server) is not None
+    return protocol != "grpc" or target is not None
 
 
 _FIGURES = ("images_per_s", "server_cpu_ms_per_image", "server_cores", "client_cpu_ms_per_image", "mean_batch_size")
@@ -149,17 +148,17 @@ def measure(kinds: list[str], repository: Path, model: str, payloads: list[bytes
     runs: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
     with contextlib.ExitStack() as stack:
         servers = {kind: stack.enter_context(_serve(kind, repository, model)) for kind in kinds}
+        grpc_targets = {kind: _grpc_target(server) for kind, server in servers.items()}  # read from each log once
         cells = [(kind, protocol, client) for kind in kinds for protocol in PROTOCOLS for client in clients
-                 if _speaks(servers[kind], kind.partition(":")[0], protocol)]
+                 if _speaks(split_kind(kind)[0], grpc_targets[kind], protocol)]
         for kind, protocol, client in cells:  # warm-up: every path once
-            server = servers[kind]
-            _run(protocol, client, server, _grpc_target(server) or "", model, payloads, 8, min(2.0, seconds))
+            _run(protocol, client, servers[kind], grpc_targets[kind] or "", model, payloads, 8, min(2.0, seconds))
         for round_index in range(rounds):
             shift = round_index % len(cells)
             for concurrency in concurrencies:
                 for kind, protocol, client in cells[shift:] + cells[:shift]:
                     server = servers[kind]
-                    result = _run(protocol, client, server, _grpc_target(server) or "", model, payloads,
+                    result = _run(protocol, client, server, grpc_targets[kind] or "", model, payloads,
                                   concurrency, seconds)
                     runs.setdefault((kind, protocol, client, concurrency), []).append(result)
                     print(f"  round {round_index + 1}/{rounds} {model} {kind} {protocol:8} {client:5} "

@@ -32,7 +32,7 @@ from typing import Any
 from bench._common import format_table, write_results
 from bench.images import photo_payloads
 from bench.models import DEFAULT_REPOSITORY, LIGHT_MODEL, ensure_model
-from bench.servers import serve
+from bench.servers import serve, split_kind
 from labelserve_tools.loadgen import closed_loop, multipart_request, percentiles_ms
 
 __all__ = ["PHASES", "timeline"]
@@ -99,8 +99,7 @@ def timeline(spans: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 def measure(model: str, variant: str, repository: Path, seconds: float) -> dict[str, Any]:
     """One server variant on one model: the client's latency and the median of every phase."""
-    options = variant.partition(":")[2]
-    settings = dict(option.split("=", 1) for option in options.split(",") if option)
+    settings = split_kind(variant)[1]
     payloads = photo_payloads(16)
     with tempfile.TemporaryDirectory(prefix="request-timeline-") as tmp:
         spans_path = Path(tmp) / "spans.jsonl"

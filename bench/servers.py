@@ -26,7 +26,7 @@ from labelserve_tools.loadgen import process_tree_cpu_s
 from labelserve_tools.local_server import share_priority, start_server
 from service.model_config import MODEL_CONFIG_FILENAME
 
-__all__ = ["RunningServer", "process_tree_cpu_s", "serve", "tuned_config"]
+__all__ = ["RunningServer", "process_tree_cpu_s", "serve", "split_kind", "tuned_config"]
 
 _LISTENING = re.compile(r"running on (http://[0-9.]+:\d+)")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +166,12 @@ def _labelserve(repository: Path, model: str, log_dir: Path, with_config: bool =
     with server:
         yield RunningServer(url=server.url, pid=server.process.pid, log_path=server.log_path)
         server.stop()
+
+
+def split_kind(kind: str) -> tuple[str, dict[str, str]]:
+    """A server kind with `LABELSERVE_*` settings after a colon, `labelserve:grpc=false,port=0`, as (kind, settings)."""
+    name, _, options = kind.partition(":")
+    return name, dict(option.split("=", 1) for option in options.split(",") if option)
 
 
 @contextmanager

@@ -167,8 +167,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         version = parse_version(request.model_version or None)
 
         async def guard(work: Coroutine[Any, Any, Results]) -> Results:
-            try:
-                return await asyncio.wait_for(work, max(0.0, arrived + timeout_s - time.monotonic()))
+            try:  # a timeout scope, not wait_for: no second task per call (measurably cheaper at 500 calls/s)
+                async with asyncio.timeout(max(0.0, arrived + timeout_s - time.monotonic())):
+                    return await work
             except TimeoutError:
                 raise DeadlineExceededError(f"the request did not finish within its deadline of {timeout_s:g} s "
                                             "(the call's gRPC deadline, or LABELSERVE_REQUEST_TIMEOUT_S)") from None

@@ -256,7 +256,12 @@ async def closed_loop_grpc(target: str, method: str, messages: list[bytes], conc
                            latencies: list[float], statuses: Counter) -> float:
     """`concurrency` callers on one connection sending `messages` (serialized requests, cycled) back to back for
     `seconds`; each OK call's latency is appended to `latencies`, every answer counted in `statuses` (200 for OK,
-    else the status's name). Returns the seconds it took."""
+    else the status's name). Returns the seconds it took.
+
+    Raises:
+        GrpcError: the connection was lost or refused (a benchmark cell without its server is not a figure).
+        OSError: the server could not be reached.
+    """
     connection = GrpcConnection(target)
     await connection.open()
     if concurrency > connection.max_streams:

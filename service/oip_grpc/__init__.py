@@ -15,4 +15,4 @@ os.environ.setdefault("GRPC_EXPERIMENTS", LEGACY_POLLER_EXPERIMENTS)
 
 from service.oip_grpc.server import GrpcServer  # noqa: E402  (grpc reads GRPC_EXPERIMENTS when it starts)
 
-__all__ = ["GrpcServer", "LEGACY_POLLER_EXPERIMENTS"]
+__all__ = ["LEGACY_POLLER_EXPERIMENTS", "GrpcServer"]

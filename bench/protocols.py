@@ -42,7 +42,7 @@ from bench.servers import RunningServer, serve, split_kind
 from labelserve_tools.loadgen import batch_totals, closed_loop, multipart_request, percentiles_ms, process_tree_cpu_s
 from labelserve_tools.local_server import grpc_target_in
 
-__all__ = ["CLIENTS", "PROTOCOLS", "measure", "targets"]
+__all__ = ["CLIENTS", "GRPC_INFER", "PROTOCOLS", "grpc_infer_message", "measure", "targets"]
 
 PROTOCOLS = ("predict", "oip-http", "grpc")
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -64,19 +64,22 @@ def _oip_http_request(url: str, model: str, payload: bytes) -> bytes:
     return head + body
 
 
+def grpc_infer_message(model: str, payload: bytes) -> bytes:
+    """One JPEG as tritonclient.grpc sends it (`image_bytes`, BYTES [1], in `raw_input_contents`), serialized."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="image_bytes", datatype="BYTES", shape=[1])
+    request.outputs.add(name="probabilities")
+    request.raw_input_contents.append(struct.pack("<I", len(payload)) + payload)
+    return request.SerializeToString()
+
+
 async def _grpc_loop(target: str, model: str, payloads: list[bytes], concurrency: int, seconds: float,
                      latencies: list[float], statuses: Counter) -> float:
     """`concurrency` callers on one connection (as one tritonclient.grpc channel), back to back for `seconds`, with
     tritonclient's messages serialized once and sent by bench.grpc_raw_client."""
-    from tritonclient.grpc import service_pb2
-
-    messages = []
-    for payload in payloads:
-        request = service_pb2.ModelInferRequest(model_name=model)
-        request.inputs.add(name="image_bytes", datatype="BYTES", shape=[1])
-        request.outputs.add(name="probabilities")
-        request.raw_input_contents.append(struct.pack("<I", len(payload)) + payload)
-        messages.append(request.SerializeToString())
+    messages = [grpc_infer_message(model, payload) for payload in payloads]
     return await closed_loop_grpc(target, GRPC_INFER, messages, concurrency, seconds, latencies, statuses)
 
 

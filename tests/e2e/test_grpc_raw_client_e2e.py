@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
 from collections import Counter
 
 import numpy as np
@@ -16,19 +15,11 @@ from PIL import Image
 from tritonclient.grpc import service_pb2
 
 from bench.grpc_raw_client import GrpcConnection, closed_loop_grpc, grpc_message
+from bench.protocols import GRPC_INFER, grpc_infer_message
 from labelserve_tools.local_server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-METHOD = "/inference.GRPCInferenceService/ModelInfer"
-
-
-def _request(model: str, image: bytes) -> bytes:
-    request = service_pb2.ModelInferRequest(model_name=model)
-    request.inputs.add(name="image_bytes", datatype="BYTES", shape=[1])
-    request.outputs.add(name="probabilities")
-    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
-    return request.SerializeToString()
 
 
 def _calls(target: str, messages: list[bytes]) -> tuple[list[tuple[str, bytes]], int]:
@@ -37,7 +28,7 @@ def _calls(target: str, messages: list[bytes]) -> tuple[list[tuple[str, bytes]],
         connection = GrpcConnection(target)
         await connection.open()
         try:
-            block = connection.headers_block(METHOD, 30)
+            block = connection.headers_block(GRPC_INFER, 30)
             answers = await asyncio.gather(*(connection.call(block, grpc_message(m)) for m in messages))
             return list(answers), connection.window_waits
         finally:
@@ -55,7 +46,7 @@ def _noise_jpeg(side: int, seed: int) -> bytes:
 
 def test_answers_equal_tritonclients(server: ServerProcess, photo_jpegs: list[tuple[str, bytes]]) -> None:
     images = [data for _, data in photo_jpegs[:3]]
-    answers, _ = _calls(server.grpc_target, [_request("tiny", image) for image in images])
+    answers, _ = _calls(server.grpc_target, [grpc_infer_message("tiny", image) for image in images])
     client = triton.InferenceServerClient(server.grpc_target)
     for image, (status, body) in zip(images, answers, strict=True):
         assert status == "OK"
@@ -70,7 +61,7 @@ def test_answers_equal_tritonclients(server: ServerProcess, photo_jpegs: list[tu
 def test_messages_beyond_the_flow_control_windows_wait_for_window_updates(server: ServerProcess) -> None:
     images = [_noise_jpeg(420, seed) for seed in range(32)]  # ~150 KB each, 4.8 MB at once: grpc's windows are 4 MiB
     assert all(len(image) > 65535 for image in images)
-    answers, waits = _calls(server.grpc_target, [_request("tiny", image) for image in images])
+    answers, waits = _calls(server.grpc_target, [grpc_infer_message("tiny", image) for image in images])
     assert [status for status, _ in answers] == ["OK"] * len(images)
     assert waits > 0
 
@@ -78,13 +69,13 @@ def test_messages_beyond_the_flow_control_windows_wait_for_window_updates(server
 def test_errors_arrive_as_status_names_and_the_connection_goes_on(
         server: ServerProcess, photo_jpegs: list[tuple[str, bytes]]) -> None:
     image = photo_jpegs[0][1]
-    answers, _ = _calls(server.grpc_target, [_request("missing", image), _request("tiny", b"not a jpeg"),
-                                          _request("tiny", image)])
+    missing, broken, fine = (grpc_infer_message("missing", image), grpc_infer_message("tiny", b"not a jpeg"),
+                             grpc_infer_message("tiny", image))
+    answers, _ = _calls(server.grpc_target, [missing, broken, fine])
     assert [status for status, _ in answers] == ["NOT_FOUND", "INVALID_ARGUMENT", "OK"]
     statuses: Counter = Counter()
     latencies: list[float] = []
-    elapsed = asyncio.run(closed_loop_grpc(server.grpc_target, METHOD, [_request("tiny", image),
-                                                                       _request("missing", image)],
-                                           concurrency=4, seconds=1.0, latencies=latencies, statuses=statuses))
+    elapsed = asyncio.run(closed_loop_grpc(server.grpc_target, GRPC_INFER, [fine, missing], concurrency=4,
+                                           seconds=1.0, latencies=latencies, statuses=statuses))
     assert elapsed >= 1.0 and set(statuses) == {200, "NOT_FOUND"}
     assert len(latencies) == statuses[200] and abs(statuses[200] - statuses["NOT_FOUND"]) <= 4
